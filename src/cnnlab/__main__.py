@@ -1,0 +1,5 @@
+"""``python -m cnnlab`` (what torchrun launches: ``torchrun --nproc_per_node=2 -m cnnlab train``)."""
+
+from .cli import entry
+
+entry()

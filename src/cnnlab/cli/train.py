@@ -1,0 +1,186 @@
+"""``cnnlab train``, ``cnnlab evaluate`` and ``cnnlab predict``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+from ..errors import ConfigError
+
+TRAIN_EPILOG = """\
+examples:
+  cnnlab train                                   simple-cnn on digits (embedded), ~10 s
+  cnnlab train dlfs-deepconvnet --data mnist --data-dir ../shared/data --epochs 15 \\
+      --optimizer adam --lr 1e-3
+  cnnlab train vgg-small --data ../shared/data/cifar10-jpeg --augment crop:4 flip
+  cnnlab train --config exp.yaml --lr 0.05       flags override the config file
+  cnnlab train --resume runs/<run>               continue an interrupted run
+  torchrun --nproc_per_node=2 -m cnnlab train    the same run on 2 processes (DDP)
+
+Config precedence: defaults < --config FILE.yaml < flags. --print-config shows the result.
+"""
+
+
+def _model_arg(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got '{text}'")
+    return key.replace("-", "_"), yaml.safe_load(value)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model and save a run directory",
+                       description="Train a CNN end to end: data → model → run directory "
+                       "(weights, metrics, config, report).", epilog=TRAIN_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       argument_default=argparse.SUPPRESS)
+    p.add_argument("model", nargs="?", help="model name (see `cnnlab zoo`); default simple-cnn")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", help="digits | mnist | fashion-mnist | cifar10 | cifar100 | a folder "
+                   "or .zip of images (default digits)")
+    g.add_argument("--data-dir", help="where named data sets live (default $CNNLAB_DATA or "
+                   "~/.cache/cnnlab)")
+    g.add_argument("--val-fraction", type=float, help="held-out share per class: the test split "
+                   "where the data has none, else a validation split from train")
+    g.add_argument("--image-size", type=int, help="resize images to N×N")
+    g.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (counted)")
+    g.add_argument("--augment", nargs="+", metavar="OP", help="batched augmentation ops, e.g. "
+                   "crop:4 flip translate:2 affine:10,0.1,5 color:0.1 cutout:8")
+    g.add_argument("--norm", help="input normalization fitted on train: none | meansub | "
+                   "standardize | zca (default standardize)")
+    o = p.add_argument_group("optimization")
+    o.add_argument("--epochs", type=int)
+    o.add_argument("--batch-size", type=int, help="global batch size (split across processes)")
+    o.add_argument("--eval-batch-size", type=int)
+    o.add_argument("--optimizer", help="sgd | adam | adamw")
+    o.add_argument("--lr", type=float, help="peak learning rate")
+    o.add_argument("--momentum", type=float)
+    o.add_argument("--nesterov", action="store_true")
+    o.add_argument("--weight-decay", type=float)
+    o.add_argument("--schedule", help="constant | step | cosine | onecycle")
+    o.add_argument("--warmup-epochs", type=float)
+    o.add_argument("--step-size", type=int, help="epochs between decays (schedule step)")
+    o.add_argument("--gamma", type=float, help="decay factor (schedule step)")
+    o.add_argument("--label-smoothing", type=float)
+    o.add_argument("--model-arg", dest="model_kwargs", action="append", type=_model_arg,
+                   metavar="KEY=VALUE", help="builder option, e.g. --model-arg width=64")
+    s = p.add_argument_group("speed")
+    s.add_argument("--precision", help="auto | fp32 | bf16 (auto: bf16 only where native and "
+                   "faster on this machine)")
+    s.add_argument("--channels-last", dest="channels_last", action="store_true")
+    s.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    s.add_argument("--compile", action="store_true", help="torch.compile the model")
+    s.add_argument("--threads", type=int)
+    r = p.add_argument_group("run")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--deterministic", action="store_true")
+    r.add_argument("--out", help="run directory (default runs/<model>-<data>-<time>)")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    r.add_argument("--init-from", metavar="RUN_DIR", help="start from these weights (new run)")
+    r.add_argument("--config", metavar="FILE.yaml", help="config file; flags override it")
+    r.add_argument("--print-config", action="store_true", help="print the resolved config, exit")
+    r.add_argument("--json", action="store_true", help="print one JSON result on stdout")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_train)
+
+    e = sub.add_parser("evaluate", help="accuracy, top-5, per-class scores, confusion matrix",
+                       description="Evaluate a trained run on a split of its data (or other data "
+                       "with the same classes).")
+    e.add_argument("run", help="run directory")
+    e.add_argument("--data", help="data set or folder (default: the run's own)")
+    e.add_argument("--data-dir")
+    e.add_argument("--split", default="test", help="train | val | test (default test)")
+    e.add_argument("--batch-size", type=int, default=500)
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=run_evaluate)
+
+    pr = sub.add_parser("predict", help="class probabilities for image files or folders")
+    pr.add_argument("run", help="run directory")
+    pr.add_argument("images", nargs="+", help="image files or folders")
+    pr.add_argument("--top-k", type=int, default=3)
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=run_predict)
+
+
+def train_overrides(args: argparse.Namespace) -> dict:
+    """The flags the user actually gave (argparse.SUPPRESS leaves the rest out)."""
+    skip = {"command", "func", "debug", "resume", "config", "print_config", "json", "no_progress"}
+    out = {k: v for k, v in vars(args).items() if k not in skip}
+    if out.get("model") is None:
+        out.pop("model", None)
+    if "model_kwargs" in out:
+        out["model_kwargs"] = dict(out["model_kwargs"])
+    return out
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ..train import make_config, read_config_file, train
+    from . import emit_json, print_table
+
+    overrides = train_overrides(args)
+    resume = getattr(args, "resume", None)
+    file_cfg = read_config_file(args.config) if getattr(args, "config", None) else {}
+    if resume and file_cfg:
+        raise ConfigError("--resume takes the run's own config; drop --config")
+    if getattr(args, "print_config", False):
+        if resume:
+            from ..train.loop import resume_config
+
+            cfg, _ = resume_config(resume, overrides)
+        else:
+            cfg = make_config(file_cfg, overrides)
+        sys.stdout.write(cfg.to_yaml())
+        return 0
+    want_json = getattr(args, "json", False)
+    result = train({**file_cfg} if not resume else None, resume=resume,
+                   progress=not getattr(args, "no_progress", False) and not want_json,
+                   **overrides)
+    if want_json:
+        emit_json(result.to_dict())
+    else:
+        print_table([[result.test_accuracy, result.test_top5, result.epochs, result.train_seconds,
+                      result.precision]],
+                    ["test_accuracy", "test_top5", "epochs", "train_seconds", "precision"])
+        print(f"run saved in {result.run_dir}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from ..api import evaluate
+    from . import emit_json, print_table
+
+    out = evaluate(args.run, data=args.data, data_dir=args.data_dir, split=args.split,
+                   batch_size=args.batch_size)
+    if args.json:
+        emit_json(out)
+        return 0
+    print(f"{out['model']} on {out['data']} ({out['split']}, {out['n']} images): "
+          f"top-1 {out['accuracy']:.4f}   top-5 {out['top5']:.4f}   macro-F1 "
+          f"{out['macro_f1']:.4f}\n")
+    print_table([[r["class"], r["precision"], r["recall"], r["f1"], r["support"]]
+                 for r in out["per_class"]], ["class", "precision", "recall", "f1", "support"])
+    print("\nconfusion matrix (rows: true, columns: predicted)")
+    classes = out["classes"]
+    short = [c[:6] for c in classes]
+    print_table([[short[i], *row] for i, row in enumerate(out["confusion_matrix"])],
+                ["", *short])
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from ..api import predict
+    from . import emit_json, print_table
+
+    if args.top_k < 1:
+        raise ConfigError("--top-k must be at least 1")
+    results = predict(args.run, args.images, top_k=args.top_k)
+    if args.json:
+        emit_json({"predictions": results})
+        return 0
+    rows = [[r["file"], *[f"{t['class']} {t['probability']:.3f}" for t in r["top"]]]
+            for r in results]
+    k = len(results[0]["top"]) if results else 0
+    print_table(rows, ["file", *[f"top{i + 1}" for i in range(k)]])
+    return 0

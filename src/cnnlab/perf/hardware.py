@@ -1,0 +1,128 @@
+"""What machine is this, and which precision pays off on it.
+
+Our CPUs come in kinds that differ exactly where it matters: Zen 5 runs bf16 natively (AVX-512
+BF16) and bf16 convolutions are 1.5–4× faster there; Zen 3 has AVX2 only and bf16 convolutions
+run ~10× *slower* than fp32. Some AVX-512-BF16 CPUs (certain Xeons) also run bf16 convolutions no
+faster than fp32. So ``auto`` = bf16 only where the hardware has native bf16 *and* a one-off
+probe (cached per CPU model and torch version) shows bf16 training convolutions beating fp32.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError
+
+
+def cpu_model_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def native_bf16() -> bool:
+    """True where bf16 arithmetic is native: a CUDA GPU with bf16, or AVX-512 BF16 on the CPU."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:
+        return False
+
+
+def cpu_kind() -> str:
+    """'zen5', 'zen3' or a short description, to record beside every figure."""
+    name = cpu_model_name()
+    bf16 = native_bf16()
+    if "AMD" in name:
+        return "zen5 (avx512-bf16)" if bf16 else "zen3 (avx2)"
+    return f"{name} ({'avx512-bf16' if bf16 else 'no native bf16'})"
+
+
+def machine_info() -> dict:
+    """Versions, CPU and threads: written to env.json and every benchmark result."""
+    return {
+        "cpu": cpu_model_name(),
+        "cpu_kind": cpu_kind(),
+        "native_bf16": native_bf16(),
+        "threads": torch.get_num_threads(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cuda": torch.cuda.is_available(),
+    }
+
+
+def _probe_file() -> Path:
+    root = Path(os.environ.get("CNNLAB_DATA") or Path.home() / ".cache" / "cnnlab")
+    return root / "bf16-probe.json"
+
+
+def _time_conv_step(dtype_bf16: bool) -> float:
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(memory_format=torch.channels_last)
+    x = torch.randn(64, 64, 32, 32).to(memory_format=torch.channels_last)
+    best = float("inf")
+    for _ in range(4):
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype_bf16):
+            y = conv(x)
+        y.float().sum().backward()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@lru_cache(maxsize=1)
+def bf16_speedup() -> float:
+    """fp32 time / bf16 time of a conv training step on this CPU (cached on disk)."""
+    key = f"{cpu_model_name()}|{torch.__version__}|{torch.get_num_threads()}"
+    path = _probe_file()
+    try:
+        cached = json.loads(path.read_text())
+        if key in cached:
+            return float(cached[key])
+    except (OSError, ValueError):
+        cached = {}
+    speedup = _time_conv_step(False) / _time_conv_step(True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cached[key] = speedup
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cached, indent=1))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return speedup
+
+
+def choose_precision(requested: str) -> str:
+    """Resolve 'auto' | 'fp32' | 'bf16' to 'fp32' or 'bf16' for this machine."""
+    if requested == "fp32":
+        return "fp32"
+    if requested == "bf16":
+        if not native_bf16():
+            warnings.warn(
+                "--precision bf16 on a CPU without native bf16 (AVX2 only): bf16 convolutions "
+                "measured ~10x slower than fp32 on such CPUs; use --precision auto or fp32",
+                stacklevel=2,
+            )
+        return "bf16"
+    if requested != "auto":
+        raise ConfigError(f"unknown precision '{requested}'; choose auto, fp32 or bf16")
+    if torch.cuda.is_available():
+        return "bf16" if native_bf16() else "fp32"
+    if not native_bf16():
+        return "fp32"
+    return "bf16" if bf16_speedup() > 1.1 else "fp32"

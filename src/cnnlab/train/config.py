@@ -1,0 +1,128 @@
+"""The training configuration: defaults < ``--config FILE.yaml`` < command-line flags.
+
+One flat dataclass, so ``config.yaml`` in a run directory reads like the command that made it,
+and Python API keyword names equal CLI flag names (``batch_size`` ↔ ``--batch-size``).
+Unknown keys are errors: a typo in a config file must not silently train something else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError, did_you_mean
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    model: str = "simple-cnn"
+    data: str = "digits"
+    data_dir: str | None = None
+    val_fraction: float | None = None
+    image_size: int | None = None
+    skip_corrupt: bool = False
+    epochs: int = 30
+    batch_size: int = 64
+    eval_batch_size: int = 500
+    optimizer: str = "adamw"
+    lr: float = 3e-3
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"
+    warmup_epochs: float = 1.0
+    step_size: int = 10  # epochs between x gamma decays, for schedule=step
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    augment: list[str] = field(default_factory=list)
+    norm: str = "standardize"  # none | meansub | standardize | zca
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    precision: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    seed: int = 0
+    deterministic: bool = False
+    threads: int | None = None
+    out: str | None = None  # run directory; default runs/<model>-<data>-<time>
+    init_from: str | None = None  # start from these weights (fine-tuning), not a resume
+
+    def validate(self) -> TrainConfig:
+        """Raise ConfigError for impossible values; returns self so calls chain."""
+        checks = [
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (self.eval_batch_size >= 1, "--eval-batch-size must be at least 1"),
+            (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
+            (self.weight_decay >= 0, "--weight-decay must be ≥ 0"),
+            (0 <= self.momentum < 1, "--momentum must be in [0, 1)"),
+            (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
+            (self.warmup_epochs >= 0, "--warmup-epochs must be ≥ 0"),
+            (self.step_size >= 1, "--step-size must be ≥ 1"),
+            (0 < self.gamma <= 1, "--gamma must be in (0, 1]"),
+            (self.val_fraction is None or 0 < self.val_fraction < 1,
+             "--val-fraction must be between 0 and 1"),
+            (self.image_size is None or self.image_size >= 1, "--image-size must be ≥ 1"),
+            (self.threads is None or self.threads >= 1, "--threads must be ≥ 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        for name, value, choices in [("optimizer", self.optimizer, OPTIMIZERS),
+                                     ("schedule", self.schedule, SCHEDULES),
+                                     ("precision", self.precision, PRECISIONS)]:
+            if value not in choices:
+                raise ConfigError(f"--{name} must be one of {', '.join(choices)}, got '{value}'")
+        from ..models.base import NORM_KINDS
+
+        if self.norm not in NORM_KINDS:
+            raise ConfigError(f"--norm must be one of {', '.join(NORM_KINDS)}, got '{self.norm}'")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def make_config(*layers: dict[str, Any] | None) -> TrainConfig:
+    """Merge dicts left to right over the defaults; unknown keys raise with a suggestion."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            norm_key = key.replace("-", "_")
+            if norm_key not in FIELDS:
+                raise ConfigError(f"unknown config key '{key}'{did_you_mean(norm_key, FIELDS)}")
+            merged[norm_key] = value
+    if isinstance(merged.get("augment"), str):
+        # "crop:4 flip" or "crop:4+flip" (commas separate an op's own arguments)
+        merged["augment"] = merged["augment"].replace("+", " ").split()
+    try:
+        return TrainConfig(**merged).validate()
+    except TypeError as exc:  # wrong types from YAML
+        raise ConfigError(f"bad configuration: {exc}") from exc
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping of config keys; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys, not {type(data).__name__}")
+    return data

@@ -1,0 +1,75 @@
+"""Multi-process training on PyTorch's own engine: ``torchrun --nproc_per_node=N -m cnnlab train``.
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; we join the process group (gloo on CPU, nccl on
+GPU), wrap the model in DistributedDataParallel, give every rank its shard of each global batch
+(see Loader) and let rank 0 alone write files. torchrun's agent ends every worker when one fails,
+and a collective timeout bounds how long a survivor waits, so a failed rank ends the job.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def setup(timeout_s: float | None = None) -> DistInfo:
+    """Join the process group when launched by torchrun; a no-op for a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        timeout = datetime.timedelta(
+            seconds=timeout_s or float(os.environ.get("CNNLAB_DIST_TIMEOUT", "300")))
+        dist.init_process_group(backend=backend, timeout=timeout)
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+    return DistInfo(rank, world, local_rank)
+
+
+def wrap(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+    if not info.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(model, device_ids=[info.local_rank] if torch.cuda.is_available() else None)
+
+
+def all_ok(ok: bool, info: DistInfo) -> bool:
+    """True only if every rank says ok (so one rank's bad loss stops all ranks together)."""
+    if not info.enabled:
+        return ok
+    flag = torch.tensor([0.0 if ok else 1.0])
+    dist.all_reduce(flag)
+    return flag.item() == 0.0
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def cleanup(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()

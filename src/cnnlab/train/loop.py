@@ -1,0 +1,266 @@
+"""The training loop: one explicit function, top to bottom.
+
+config → data → model (+ input statistics) → optimizer/schedule → [resume] → epochs of
+(steps → validation → metrics row → checkpoint) → test → run directory.
+
+Reproducibility: every epoch re-seeds the global RNG (dropout) and the loader (order,
+augmentation) from (seed, epoch, rank), so resuming from the checkpoint at the end of epoch k
+replays epochs k+1… exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..data import Loader, build_augment, fit_normalization, load_data
+from ..data.dataset import Dataset
+from ..errors import ConfigError, TrainingError
+from ..evaluate.metrics import autocast, classification_metrics, predict_logits, topk_accuracy
+from ..models import create_model, resolve_name
+from ..perf.hardware import choose_precision, machine_info
+from . import checkpoint as ckpt
+from . import distributed as dist_
+from .config import TrainConfig, make_config
+from .optim import build_optimizer, build_scheduler
+from .progress import Progress, log
+
+# Flags that define the experiment: a resume must not change them.
+FROZEN_ON_RESUME = ("model", "data", "epochs", "batch_size", "optimizer", "lr", "momentum",
+                    "nesterov", "weight_decay", "schedule", "warmup_epochs", "step_size", "gamma",
+                    "label_smoothing", "augment", "norm", "model_kwargs", "seed", "val_fraction",
+                    "image_size")
+METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "eval_split", "eval_loss", "eval_acc",
+                 "epoch_seconds", "images_per_s"]
+
+
+@dataclass
+class TrainResult:
+    run_dir: str
+    test_accuracy: float
+    test_top5: float
+    train_seconds: float
+    epochs: int
+    precision: str
+    history: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"test_accuracy": self.test_accuracy, "test_top5": self.test_top5,
+                "train_seconds": self.train_seconds, "epochs": self.epochs,
+                "run_dir": self.run_dir, "precision": self.precision, "history": self.history}
+
+
+def build_model_for(cfg: TrainConfig, data: Dataset) -> nn.Module:
+    """The configured model sized for ``data`` (channels, image size, classes)."""
+    c, h, w = data.image_shape
+    return create_model(cfg.model, num_classes=data.num_classes, in_chans=c, input_size=(h, w),
+                        norm=cfg.norm, **cfg.model_kwargs)
+
+
+def model_meta(cfg: TrainConfig, data: Dataset, extra: dict | None = None) -> dict[str, Any]:
+    c, h, w = data.image_shape
+    return {"model": resolve_name(cfg.model), "num_classes": data.num_classes, "in_chans": c,
+            "input_size": [h, w], "norm": cfg.norm, "model_kwargs": cfg.model_kwargs,
+            "classes": data.classes, "data": cfg.data, **(extra or {})}
+
+
+def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> tuple[TrainConfig, dict]:
+    """The saved config of ``run_dir``; overrides that would change the experiment are refused."""
+    state = ckpt.load_state(run_dir)
+    saved = make_config(state["config"])
+    conflicts = [k for k, v in overrides.items()
+                 if k in FROZEN_ON_RESUME and v is not None and v != getattr(saved, k)]
+    if conflicts:
+        raise ConfigError(f"--resume {run_dir}: cannot change {', '.join(conflicts)} of a run "
+                          "(they define the experiment); use --init-from to start a new run "
+                          "from its weights")
+    allowed = {k: v for k, v in overrides.items() if k not in FROZEN_ON_RESUME and v is not None}
+    allowed["out"] = str(run_dir)
+    return make_config(saved.to_dict(), allowed), state
+
+
+def _seed_epoch(cfg: TrainConfig, epoch: int, rank: int) -> None:
+    torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + rank)
+
+
+def _write_metrics(run_dir: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    ckpt.write_text(run_dir / "metrics.csv", buf.getvalue())
+
+
+def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None = None,
+          progress: bool = True, **overrides: Any) -> TrainResult:
+    """Train a model end to end and save a run directory. Keyword names equal CLI flags.
+
+    >>> result = train(model="simple-cnn", data="digits", epochs=5)   # doctest: +SKIP
+    """
+    if resume is not None:
+        cfg, state = resume_config(resume, overrides)
+    else:
+        base = config.to_dict() if isinstance(config, TrainConfig) else (config or {})
+        cfg, state = make_config(base, overrides), None
+
+    info = dist_.setup()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(cfg.seed)
+    precision = choose_precision(cfg.precision)
+
+    data = load_data(cfg.data, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
+                     seed=cfg.seed, image_size=cfg.image_size, skip_corrupt=cfg.skip_corrupt)
+    eval_name = "val" if data.val is not None else "test"
+    eval_split = data.val if data.val is not None else data.test
+    if len(data.train) < 1:
+        raise ConfigError(f"data set '{cfg.data}' has an empty training split")
+
+    model = build_model_for(cfg, data)
+    if state is None:
+        model.norm.set_stats(**fit_normalization(data.train, cfg.norm))
+    if cfg.init_from and state is None:
+        _init_from(model, cfg.init_from, info)
+    if state is not None:
+        ckpt.load_weights_into(model, state["model"], f"{resume}/{ckpt.STATE}")
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    per_rank = cfg.batch_size // info.world_size
+    if info.enabled and (per_rank < 1 or cfg.batch_size % info.world_size):
+        raise ConfigError(f"--batch-size {cfg.batch_size} must be a multiple of the "
+                          f"{info.world_size} processes")
+    loader = Loader(data.train, cfg.batch_size, shuffle=True, augment=build_augment(cfg.augment),
+                    drop_last=len(data.train) >= 2 * cfg.batch_size, seed=cfg.seed,
+                    rank=info.rank, world_size=info.world_size, channels_last=cfg.channels_last)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, len(loader))
+    history: list[dict] = []
+    start_epoch, train_seconds = 0, 0.0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, history = int(state["epoch"]), list(state["history"])
+        train_seconds = float(state.get("train_seconds", 0.0))
+
+    run_dir = Path(resume) if resume else None
+    if info.is_main and run_dir is None:
+        run_dir = ckpt.new_run_dir(cfg.out, resolve_name(cfg.model), cfg.data)
+        ckpt.write_text(run_dir / "config.yaml", cfg.to_yaml())
+        ckpt.write_json(run_dir / "env.json", {**machine_info(), "precision": precision,
+                                               "world_size": info.world_size,
+                                               "cnnlab": __version__, "argv": sys.argv})
+    compiled = torch.compile(model) if cfg.compile else model
+    net = dist_.wrap(compiled, info)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    if info.is_main:
+        log(f"training {resolve_name(cfg.model)} on {data.name}: {len(data.train)} train / "
+            f"{len(eval_split)} {eval_name} images {list(data.image_shape)}, "
+            f"{data.num_classes} classes, {precision}, {cfg.epochs} epochs"
+            + (f", resuming after epoch {start_epoch}" if start_epoch else ""))
+
+    for epoch in range(start_epoch, cfg.epochs):
+        _seed_epoch(cfg, epoch, info.rank)
+        loader.set_epoch(epoch)
+        net.train()
+        t0 = time.perf_counter()
+        loss_sum = correct = seen = 0.0
+        bar = Progress(len(loader), f"epoch {epoch + 1}/{cfg.epochs}",
+                       enabled=progress and info.is_main)
+        for step, (x, y) in enumerate(loader):
+            with autocast(precision):
+                logits = net(x)
+                inner = ckpt.unwrap(model)
+                loss = criterion(logits.float(), y)
+                for aux in getattr(inner, "aux_outputs", []) if net.training else []:
+                    loss = loss + inner.aux_weight * criterion(aux.float(), y)
+            if not dist_.all_ok(bool(torch.isfinite(loss)), info):
+                lr = optimizer.param_groups[0]["lr"]
+                raise TrainingError(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                    f"(lr {lr:.4g}); lower --lr, add warm-up, or check the data for bad values")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            n = y.shape[0]
+            loss_sum += loss.item() * n
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += n
+            bar.update(loss=loss_sum / seen, acc=correct / seen,
+                       img_s=seen * info.world_size / (time.perf_counter() - t0))
+        bar.close()
+        epoch_s = time.perf_counter() - t0
+        train_seconds += epoch_s
+        logits = predict_logits(model, eval_split, batch_size=cfg.eval_batch_size,
+                                precision=precision, channels_last=cfg.channels_last)
+        eval_loss = nn.functional.cross_entropy(logits, eval_split.labels).item()
+        row = {"epoch": epoch + 1, "lr": round(optimizer.param_groups[0]["lr"], 8),
+               "train_loss": round(loss_sum / max(seen, 1), 5),
+               "train_acc": round(correct / max(seen, 1), 5), "eval_split": eval_name,
+               "eval_loss": round(eval_loss, 5),
+               "eval_acc": round(topk_accuracy(logits, eval_split.labels), 5),
+               "epoch_seconds": round(epoch_s, 3),
+               "images_per_s": round(seen * info.world_size / max(epoch_s, 1e-9), 1)}
+        history.append(row)
+        if info.is_main:
+            log(f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
+                f"train acc {row['train_acc']:.4f}  {eval_name} acc {row['eval_acc']:.4f}  "
+                f"{row['images_per_s']:.0f} img/s  {epoch_s:.1f}s")
+            _write_metrics(run_dir, history)
+            meta = model_meta(cfg, data, {"epoch": epoch + 1, "precision": precision})
+            ckpt.save_model(run_dir, model, meta)
+            ckpt.save_state(run_dir, {
+                "model": ckpt.plain_state_dict(model), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
+                "train_seconds": train_seconds, "config": cfg.to_dict()})
+        dist_.barrier(info)
+
+    test_logits = predict_logits(model, data.test, batch_size=cfg.eval_batch_size,
+                                 precision=precision, channels_last=cfg.channels_last)
+    test = classification_metrics(test_logits, data.test.labels, data.classes)
+    if info.is_main:
+        meta = model_meta(cfg, data, {"epoch": cfg.epochs, "precision": precision,
+                                      "metrics": {"test_accuracy": test["accuracy"],
+                                                  "test_top5": test["top5"],
+                                                  "train_seconds": round(train_seconds, 3)}})
+        ckpt.save_model(run_dir, model, meta)
+        _after_training(run_dir)
+    dist_.cleanup(info)
+    if not math.isfinite(test["loss"]):
+        raise TrainingError("the trained model's test loss is not finite")
+    return TrainResult(str(run_dir), test["accuracy"], test["top5"], round(train_seconds, 3),
+                       cfg.epochs, precision, history)
+
+
+def _init_from(model: nn.Module, source: str, info: dist_.DistInfo) -> None:
+    """Start from another run's weights; a head of another size stays freshly initialised."""
+    weights = ckpt.read_weights(source) if Path(source).is_dir() else None
+    if weights is None:
+        raise ConfigError(f"--init-from {source}: not a run directory with model.safetensors")
+    ckpt.read_meta(source)
+    skipped = ckpt.load_weights_into(model, weights, source, strict=False)
+    if info.is_main:
+        log(f"initialised from {source}" +
+            (f"; kept fresh: {', '.join(skipped)}" if skipped else ""))
+
+
+def _after_training(run_dir: Path) -> None:
+    """Hook for what follows a finished run (the HTML report, when installed)."""
+    try:
+        from ..evaluate.report import write_report
+    except ImportError:
+        return
+    write_report(run_dir)

@@ -1,0 +1,32 @@
+"""Shared fixtures: where the real data is, and small fast defaults for tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Each test session gets its own cnnlab cache, never the user's ~/.cache/cnnlab."""
+    cache = tmp_path_factory.getbasetemp() / "cnnlab-cache"
+    cache.mkdir(exist_ok=True)
+    monkeypatch.setenv("CNNLAB_DATA", str(cache))
+    # The bf16 probe costs a second; tests pin precision explicitly where it matters.
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def pytest_configure(config):
+    os.environ.setdefault("CNNLAB_DIST_TIMEOUT", "60")

@@ -137,6 +137,8 @@ def run_train(args: argparse.Namespace) -> int:
     result = train({**file_cfg} if not resume else None, resume=resume,
                    progress=not getattr(args, "no_progress", False) and not want_json,
                    **overrides)
+    if result.rank != 0:
+        return 0
     if want_json:
         emit_json(result.to_dict())
     else:

@@ -56,18 +56,30 @@ def wrap(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
     return DDP(model, device_ids=[info.local_rank] if torch.cuda.is_available() else None)
 
 
+def _collective(info: DistInfo, fn, *args) -> None:
+    """Run a collective; a peer that died becomes one clear TrainingError, not a gloo traceback."""
+    try:
+        fn(*args)
+    except (RuntimeError, dist.DistError) as exc:
+        from ..errors import TrainingError
+
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrainingError(f"rank {info.rank}/{info.world_size}: another process of this job "
+                            f"failed or stopped answering ({first[:160]}); ending this one") from exc
+
+
 def all_ok(ok: bool, info: DistInfo) -> bool:
     """True only if every rank says ok (so one rank's bad loss stops all ranks together)."""
     if not info.enabled:
         return ok
     flag = torch.tensor([0.0 if ok else 1.0])
-    dist.all_reduce(flag)
+    _collective(info, dist.all_reduce, flag)
     return flag.item() == 0.0
 
 
 def barrier(info: DistInfo) -> None:
     if info.enabled:
-        dist.barrier()
+        _collective(info, dist.barrier)
 
 
 def cleanup(info: DistInfo) -> None:

@@ -53,6 +53,7 @@ class TrainResult:
     epochs: int
     precision: str
     history: list[dict] = field(default_factory=list)
+    rank: int = 0  # under torchrun only rank 0 reports
 
     def to_dict(self) -> dict:
         return {"test_accuracy": self.test_accuracy, "test_top5": self.test_top5,
@@ -242,7 +243,7 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
     if not math.isfinite(test["loss"]):
         raise TrainingError("the trained model's test loss is not finite")
     return TrainResult(str(run_dir), test["accuracy"], test["top5"], round(train_seconds, 3),
-                       cfg.epochs, precision, history)
+                       cfg.epochs, precision, history, info.rank)
 
 
 def _init_from(model: nn.Module, source: str, info: dist_.DistInfo) -> None:

@@ -23,10 +23,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED, plain_baseline, save_result, write_results_md  # noqa: E402
-
 import cnnlab  # noqa: E402
 from cnnlab.models import create_model  # noqa: E402
+from common import SHARED, plain_baseline, save_result, write_results_md  # noqa: E402
 
 TASKS = {
     "digits": {"train": [], "data": "digits", "data_dir": None, "baseline_epochs": 30,

@@ -1,4 +1,6 @@
-"""``python -m cnnlab`` (what torchrun launches: ``torchrun --nproc_per_node=2 -m cnnlab train``)."""
+"""``python -m cnnlab``, which torchrun launches:
+``torchrun --nproc_per_node=2 -m cnnlab train``.
+"""
 
 from .cli import entry
 

@@ -52,4 +52,5 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 def unknown(kind: str, name: str, choices: Iterable[str]) -> str:
     """The standard message for an unknown name: suggestion first, then the full list."""
     choices = sorted(choices)
-    return f"unknown {kind} '{name}'{did_you_mean(name, choices)}; choose from: {', '.join(choices)}"
+    hint = did_you_mean(name, choices)
+    return f"unknown {kind} '{name}'{hint}; choose from: {', '.join(choices)}"

@@ -57,7 +57,7 @@ def test_predict_files_and_folders(run_dir, tmp_path, capsys):
     assert len(preds) == 4 and all(len(p["top"]) == 2 for p in preds)
     assert all(p["top"][0]["probability"] >= p["top"][1]["probability"] for p in preds)
     labels = [ds.classes[int(i)] for i in ds.test.labels[:3]]
-    assert sum(p["top"][0]["class"] == t for p, t in zip(preds, labels)) >= 2
+    assert sum(p["top"][0]["class"] == t for p, t in zip(preds, labels, strict=False)) >= 2
 
 
 def test_print_config_merges_file_and_flags(tmp_path, capsys):

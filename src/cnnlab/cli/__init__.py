@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import CnnlabError
 
 # One module per command group; each defines register(subparsers).
-COMMAND_MODULES = ["train", "data", "zoo"]
+COMMAND_MODULES = ["train", "data", "zoo", "report", "explain", "attack"]
 
 DESCRIPTION = """\
 cnnlab — train, evaluate and explain the classic deep CNNs on an ordinary machine.

@@ -66,6 +66,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--label-smoothing", type=float)
     o.add_argument("--model-arg", dest="model_kwargs", action="append", type=_model_arg,
                    metavar="KEY=VALUE", help="builder option, e.g. --model-arg width=64")
+    o.add_argument("--adv", help="adversarial training: fgsm (with random start) | pgd")
+    o.add_argument("--adv-eps", type=float, help="its L∞ budget in pixels (default 0.3)")
+    o.add_argument("--adv-steps", type=int, help="PGD steps (default 7)")
+    o.add_argument("--adv-step-size", type=float, help="default 2.5·eps/steps (pgd), "
+                   "1.25·eps (fgsm)")
     s = p.add_argument_group("speed")
     s.add_argument("--precision", help="auto | fp32 | bf16 (auto: bf16 only where native and "
                    "faster on this machine)")

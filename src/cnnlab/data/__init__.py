@@ -8,13 +8,15 @@ from pathlib import Path
 from ..errors import DataError, unknown
 from .augment import build_augment
 from .dataset import Dataset, Split, stratified_split
+from .folder import load_folder
 from .loader import Loader
 from .normalize import channel_stats, fit_normalization
 from .sources import SOURCES
 
 __all__ = [
-    "Dataset", "Loader", "Split", "build_augment", "channel_stats", "default_data_dir",
-    "fit_normalization", "load_data", "stratified_split",
+    "SOURCES", "Dataset", "Loader", "Split", "build_augment", "channel_stats",
+    "default_data_dir", "fit_normalization", "load_data", "load_folder",
+    "stratified_split",
 ]
 
 
@@ -36,6 +38,11 @@ def load_data(
 ) -> Dataset:
     """Load a named data set (digits, mnist, fashion-mnist, cifar10, cifar100) or an image folder.
 
+    Named sets read their files from ``data_dir`` (default ``$CNNLAB_DATA`` or ``~/.cache/cnnlab``);
+    a path loads a folder or .zip of class folders (:func:`cnnlab.data.folder.load_folder`).
+    Decoded pixels are cached in ``data_dir/.cache`` unless ``cache=False``.
+    ``image_size`` (N or (H, W)) and ``channels`` (1 or 3) resize/convert every image.
+
     ``val_fraction``: where the data has no test split (digits, a single-root folder) that share
     of each class becomes the test split (default 0.2); where it has one, that share of the
     training split becomes a validation split.
@@ -53,8 +60,6 @@ def load_data(
         if has_test_split and val_fraction:
             ds = _hold_out_val(ds, val_fraction, seed)
     elif path.exists():
-        from .folder import load_folder
-
         ds = load_folder(path, val_fraction=val_fraction, data_dir=data_dir, **kwargs)
     elif "/" in name_or_path or "\\" in name_or_path or name_or_path.startswith("."):
         raise DataError(f"data folder not found: {path}")

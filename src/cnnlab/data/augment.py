@@ -1,12 +1,29 @@
 """Batched data augmentation: every op takes a float batch (B, C, H, W) in [0, 1] and a
-``torch.Generator`` and works on the whole batch with tensor ops.
+``torch.Generator`` and works on the whole batch with tensor ops (no per-image Python).
 
 A pipeline is written as a list of specs, e.g. ``["crop:4", "flip"]``; :func:`build_augment`
-turns it into one callable.
+turns it into one callable. Ops, with their arguments:
+
+=====================  ===========================================================================
+``crop:P``             pad P px (reflect), crop back at a random offset (Krizhevsky 2012 style)
+``flip``               mirror a random half of the batch left-right
+``translate:N[,fill]`` shift by a random integer -N..N px in x and y; ``fill`` zero (default) or
+                       reflect
+``affine:D[,S[,H]]``   rotate ±D degrees, scale by 1±S, shear ±H degrees (x-shear); bilinear,
+                       zero fill (F.affine_grid / F.grid_sample)
+``color:S``            add a per-image, per-channel offset in ±S (RGB shift; on grey images a
+                       brightness jitter), clamped to [0, 1]
+``cutout:N``           zero an N×N square centred at a random pixel of each image (DeVries &
+                       Taylor 2017: the square may hang over the border)
+=====================  ===========================================================================
+
+Randomness comes only from the generator, drawn on the CPU, so the same seed gives the same
+batch on every device.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -17,19 +34,34 @@ from ..errors import ConfigError, unknown
 Op = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
+def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=gen, dtype=torch.float64).mul_(high - low).add_(low)
+
+
+def _shift_crop(x: torch.Tensor, pad: int, mode: str, gen: torch.Generator) -> torch.Tensor:
+    """Pad by ``pad`` and crop back to (H, W) at a random offset in 0..2·pad per image."""
+    if pad == 0:
+        return x
+    b, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode=mode)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    # one flat index per output pixel into the padded image, shared by the channels: a single
+    # gather is ~3× faster than advanced indexing over (batch, row, column)
+    wp = w + 2 * pad
+    idx = ((dy[:, None, None] + torch.arange(h)[None, :, None]) * wp
+           + dx[:, None, None] + torch.arange(w)[None, None, :]).to(x.device)  # (B, H, W)
+    out = padded.flatten(2).gather(2, idx.flatten(1)[:, None, :].expand(-1, c, -1))
+    return out.view(b, c, h, w)
+
+
 def random_crop(pad: int) -> Op:
     """Pad by ``pad`` (reflect) and crop back at a random offset per image."""
+    if pad < 0:
+        raise ConfigError(f"crop padding must be ≥ 0, got {pad}")
 
     def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        b, _, h, w = x.shape
-        padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-        dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-        dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-        rows = (dy[:, None] + torch.arange(h)[None]).to(x.device)  # (B, H)
-        cols = (dx[:, None] + torch.arange(w)[None]).to(x.device)  # (B, W)
-        bi = torch.arange(b, device=x.device)[:, None, None]
-        out = padded.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]
-        return out.permute(0, 3, 1, 2).contiguous()
+        return _shift_crop(x, pad, "reflect", gen)
 
     return op
 
@@ -44,17 +76,109 @@ def hflip(p: float = 0.5) -> Op:
     return op
 
 
-OPS: dict[str, Callable[..., Op]] = {"crop": random_crop, "flip": hflip}
+def translate(shift: int, fill: str = "zero") -> Op:
+    """Shift each image by a random integer offset in -shift..shift px (x and y independently).
+
+    ``fill``: ``zero`` (the uncovered border is black) or ``reflect`` (mirrored border).
+    """
+    modes = {"zero": "constant", "zeros": "constant", "constant": "constant",
+             "reflect": "reflect"}
+    if shift < 0:
+        raise ConfigError(f"translate shift must be ≥ 0, got {shift}")
+    if fill not in modes:
+        raise ConfigError(f"translate fill must be zero or reflect, got '{fill}'")
+    mode = modes[fill]
+
+    def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return _shift_crop(x, int(shift), mode, gen)
+
+    return op
 
 
-def parse_spec(spec: str) -> tuple[str, list[float]]:
+def affine(degrees: float, scale: float = 0.0, shear: float = 0.0) -> Op:
+    """Random rotation ±``degrees``, scaling 1±``scale``, x-shear ±``shear`` degrees per image.
+
+    The forward map is A = R(θ)·Sh(φ)·S(s) about the image centre, in pixel units (so a rotation
+    of a non-square image stays a rotation); grid_sample needs the inverse, output → input.
+    """
+    if degrees < 0 or shear < 0 or not 0 <= scale < 1:
+        raise ConfigError(f"affine needs DEG ≥ 0, 0 ≤ SCALE < 1, SHEAR ≥ 0; got {degrees}, "
+                          f"{scale}, {shear}")
+
+    def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        b, _, h, w = x.shape
+        theta = _uniform(b, -degrees, degrees, gen) * (math.pi / 180)
+        s = _uniform(b, 1 - scale, 1 + scale, gen)
+        phi = _uniform(b, -shear, shear, gen) * (math.pi / 180)
+        cos, sin, tan = theta.cos(), theta.sin(), phi.tan()
+        # A = R @ Sh @ S with R = [[c, -s], [s, c]], Sh = [[1, tan], [0, 1]], S = s·I
+        a = torch.stack([torch.stack([cos, cos * tan - sin], -1),
+                         torch.stack([sin, sin * tan + cos], -1)], -2) * s[:, None, None]
+        inv = torch.linalg.inv(a)  # (B, 2, 2), float64
+        # pixel → normalized coordinates: x_norm = x_pix / (W/2); conjugate the inverse map
+        t = torch.tensor([w / 2, h / 2], dtype=torch.float64)
+        inv = inv * t[None, None, :] / t[None, :, None]
+        mat = torch.cat([inv, torch.zeros(b, 2, 1, dtype=torch.float64)], 2)
+        grid = F.affine_grid(mat.to(x.dtype).to(x.device), list(x.shape), align_corners=False)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return out.clamp_(0.0, 1.0)
+
+    return op
+
+
+def color(strength: float) -> Op:
+    """Add a random offset in ±``strength`` to each channel of each image, then clamp to [0, 1]."""
+    if strength < 0:
+        raise ConfigError(f"color strength must be ≥ 0, got {strength}")
+
+    def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        b, c = x.shape[:2]
+        shift = _uniform(b * c, -strength, strength, gen).view(b, c, 1, 1)
+        return (x + shift.to(x.dtype).to(x.device)).clamp_(0.0, 1.0)
+
+    return op
+
+
+def cutout(size: int) -> Op:
+    """Zero a ``size``×``size`` square centred at a uniformly random pixel of each image."""
+    if size < 0:
+        raise ConfigError(f"cutout size must be ≥ 0, got {size}")
+
+    def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        if size == 0:
+            return x
+        b, _, h, w = x.shape
+        cy = torch.randint(0, h, (b,), generator=gen)
+        cx = torch.randint(0, w, (b,), generator=gen)
+        y0, x0 = cy - size // 2, cx - size // 2
+        ys, xs = torch.arange(h), torch.arange(w)
+        in_y = (ys[None] >= y0[:, None]) & (ys[None] < (y0 + size)[:, None])  # (B, H)
+        in_x = (xs[None] >= x0[:, None]) & (xs[None] < (x0 + size)[:, None])  # (B, W)
+        hole = (in_y[:, :, None] & in_x[:, None, :]).to(x.device)
+        return x.masked_fill(hole[:, None], 0.0)
+
+    return op
+
+
+OPS: dict[str, Callable[..., Op]] = {"crop": random_crop, "flip": hflip, "translate": translate,
+                                     "affine": affine, "color": color, "cutout": cutout}
+
+
+def parse_spec(spec: str) -> tuple[str, list[float | str]]:
+    """``"affine:10,0.1,5"`` → ``("affine", [10.0, 0.1, 5.0])``; non-numbers stay strings."""
     name, _, args = spec.partition(":")
-    values = [float(a) for a in args.split(",")] if args else []
+    values: list[float | str] = []
+    for a in (args.split(",") if args else []):
+        a = a.strip()
+        try:
+            values.append(float(a))
+        except ValueError:
+            values.append(a.lower())
     return name.strip().lower(), values
 
 
 def build_augment(specs: Sequence[str] | str | None) -> Op | None:
-    """Turn ``["crop:4", "flip"]`` (or ``"crop:4,flip"``-style list) into one batched op."""
+    """Turn ``["crop:4", "flip"]`` (or ``"crop:4+flip"``) into one batched op."""
     if not specs:
         return None
     if isinstance(specs, str):
@@ -64,8 +188,9 @@ def build_augment(specs: Sequence[str] | str | None) -> Op | None:
         name, args = parse_spec(spec)
         if name not in OPS:
             raise ConfigError(unknown("augmentation", name, OPS))
+        values = [int(a) if isinstance(a, float) and a.is_integer() else a for a in args]
         try:
-            ops.append(OPS[name](*[int(a) if a.is_integer() else a for a in args]))
+            ops.append(OPS[name](*values))
         except TypeError as exc:
             raise ConfigError(f"bad arguments for augmentation '{spec}': {exc}") from exc
 

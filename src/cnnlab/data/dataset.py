@@ -78,7 +78,8 @@ class Dataset:
         return out
 
 
-def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_split(labels: torch.Tensor, fraction: float,
+                     seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (keep, held_out): ``fraction`` of each class held out, seeded, at least one each.
 
     Stratified so a small, unbalanced folder still has every class on both sides.
@@ -91,7 +92,8 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
         idx = torch.nonzero(labels == c).flatten()
         idx = idx[torch.randperm(len(idx), generator=gen)]
         if len(idx) < 2:
-            raise DataError(f"class {c} has {len(idx)} image(s); a train/test split needs ≥ 2 per class")
+            raise DataError(f"class {c} has {len(idx)} image(s); a train/test split needs ≥ 2 "
+                            "per class")
         n_held = min(len(idx) - 1, max(1, round(len(idx) * fraction)))
         held.append(idx[:n_held])
         keep.append(idx[n_held:])

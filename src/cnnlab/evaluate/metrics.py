@@ -55,7 +55,8 @@ def per_class_report(cm: torch.Tensor, classes: list[str]) -> list[dict]:
     precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp))
     recall = torch.where(support > 0, tp / support.clamp_min(1), torch.zeros_like(tp))
     denom = precision + recall
-    f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp_min(1e-12), torch.zeros_like(tp))
+    f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp_min(1e-12),
+                     torch.zeros_like(tp))
     return [{"class": c, "precision": round(precision[i].item(), 4),
              "recall": round(recall[i].item(), 4), "f1": round(f1[i].item(), 4),
              "support": int(support[i].item())} for i, c in enumerate(classes)]

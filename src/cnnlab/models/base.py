@@ -4,7 +4,8 @@
   normalization (:class:`InputNorm`, the first layer), so attacks, explanations and exports never
   have to guess the preprocessing.
 * ``forward_features(x)`` / ``forward_head(f)`` split backbone and classifier (transfer learning).
-* ``feature_layers()`` names the stages (module path, channels, stride) for feature maps, CAM, probes.
+* ``feature_layers()`` names the stages (module path, channels, stride) for feature maps, CAM
+  and probes.
 * ``reset_classifier(num_classes)`` puts a fresh head on for fine-tuning.
 * Models with auxiliary classifiers (GoogLeNet) put their training-mode aux logits in
   ``aux_outputs`` and their loss weight in ``aux_weight``; the training loop adds them.
@@ -28,7 +29,8 @@ class InputNorm(nn.Module):
     The statistics are buffers, so they travel inside ``model.safetensors``.
     """
 
-    def __init__(self, in_chans: int, kind: str = "standardize", image_size: tuple[int, int] = (0, 0)):
+    def __init__(self, in_chans: int, kind: str = "standardize",
+                 image_size: tuple[int, int] = (0, 0)):
         super().__init__()
         if kind not in NORM_KINDS:
             raise ValueError(f"unknown normalization '{kind}'; choose from {', '.join(NORM_KINDS)}")

@@ -7,8 +7,10 @@ unknown name gets a "did you mean" suggestion.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from ..errors import ModelError, unknown
@@ -32,6 +34,8 @@ class ModelSpec:
 
 _MODELS: dict[str, ModelSpec] = {}
 _ALIASES: dict[str, str] = {}
+# Parametric name families ("wrn-D-K"): (full-match regex, registered base name, groups → kwargs)
+_PATTERNS: list[tuple[re.Pattern[str], str, Callable[..., dict[str, Any]]]] = []
 
 
 def register_model(
@@ -60,6 +64,23 @@ def register_model(
     return wrap
 
 
+def register_pattern(pattern: str, *, base: str, kwargs: Callable[..., dict[str, Any]]) -> None:
+    """Accept any name that fully matches ``pattern`` as model ``base`` built with the extra
+    builder options ``kwargs(*match.groups())`` (which may raise ModelError for invalid values).
+    Registered names win over patterns; ``list_models`` lists only registered names."""
+    _PATTERNS.append((re.compile(pattern), base, kwargs))
+
+
+def _pattern_spec(key: str) -> ModelSpec | None:
+    for regex, base, make in _PATTERNS:
+        match = regex.fullmatch(key)
+        if match:
+            spec = _MODELS[base]
+            return replace(spec, name=key, aliases=(),
+                           builder=partial(spec.builder, **make(*match.groups())))
+    return None
+
+
 def _ensure_loaded() -> None:
     # Importing the package registers every family (each file decorates its builders).
     from . import zoo  # noqa: F401
@@ -73,11 +94,14 @@ def resolve_name(name: str) -> str:
         return key
     if key in _ALIASES:
         return _ALIASES[key]
+    if _pattern_spec(key) is not None:
+        return key
     raise ModelError(unknown("model", name, [*_MODELS, *_ALIASES]))
 
 
 def get_spec(name: str) -> ModelSpec:
-    return _MODELS[resolve_name(name)]
+    key = resolve_name(name)
+    return _MODELS[key] if key in _MODELS else _pattern_spec(key)
 
 
 def list_models() -> list[str]:

@@ -19,7 +19,8 @@ from .base import CnnlabModel, FeatureInfo, he_init
 from .registry import register_model
 
 
-def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1, bn: bool = True) -> nn.Sequential:
+def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1,
+                 bn: bool = True) -> nn.Sequential:
     pad = k // 2
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, pad, bias=not bn)]
     if bn:
@@ -132,7 +133,7 @@ def dlfs_deepconvnet(*, num_classes: int = 10, in_chans: int = 1, input_size=(28
                            hidden=hidden, dropout=dropout, dropout_logits=dropout_logits, norm=norm)
 
 
-VGG_SMALL_CFG = [64, "M", 128, 128, "M", 256, 256, "M", 512, "M"]
+VGG_SMALL_CFG = [32, "M", 64, 64, "M", 128, 128, "M", 256, "M"]
 
 
 class VGGSmall(CnnlabModel):

@@ -1,3 +1,15 @@
-"""Imports every model family so their builders register. Add one line per new family file."""
+"""Imports every model family so their builders register. Add new family files to the list."""
 
-from . import simple  # noqa: F401
+from . import (  # noqa: F401
+    alexnet,
+    densenet,
+    fractalnet,
+    googlenet,
+    preact_resnet,
+    research,
+    resnet,
+    ror,
+    simple,
+    vgg,
+    wide_resnet,
+)

@@ -53,6 +53,10 @@ class TrainConfig:
     threads: int | None = None
     out: str | None = None  # run directory; default runs/<model>-<data>-<time>
     init_from: str | None = None  # start from these weights (fine-tuning), not a resume
+    adv: str | None = None  # adversarial training: fgsm (random start) | pgd; see cnnlab.attack
+    adv_eps: float = 0.3  # its L∞ budget in [0, 1] pixel units (0.3 MNIST, 8/255 CIFAR)
+    adv_steps: int = 7  # PGD steps (pgd only)
+    adv_step_size: float | None = None  # default 2.5·eps/steps (pgd), 1.25·eps (fgsm)
 
     def validate(self) -> TrainConfig:
         """Raise ConfigError for impossible values; returns self so calls chain."""
@@ -71,6 +75,10 @@ class TrainConfig:
              "--val-fraction must be between 0 and 1"),
             (self.image_size is None or self.image_size >= 1, "--image-size must be ≥ 1"),
             (self.threads is None or self.threads >= 1, "--threads must be ≥ 1"),
+            (self.adv in (None, "fgsm", "pgd"), f"--adv must be fgsm or pgd, got '{self.adv}'"),
+            (0 <= self.adv_eps <= 1, f"--adv-eps must be in [0, 1] (pixels), got {self.adv_eps}"),
+            (self.adv_steps >= 1, f"--adv-steps must be at least 1, got {self.adv_steps}"),
+            (self.adv_step_size is None or self.adv_step_size > 0, "--adv-step-size must be > 0"),
         ]
         for ok, message in checks:
             if not ok:

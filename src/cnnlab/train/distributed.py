@@ -64,8 +64,9 @@ def _collective(info: DistInfo, fn, *args) -> None:
         from ..errors import TrainingError
 
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TrainingError(f"rank {info.rank}/{info.world_size}: another process of this job "
-                            f"failed or stopped answering ({first[:160]}); ending this one") from exc
+        raise TrainingError(
+            f"rank {info.rank}/{info.world_size}: another process of this job failed or stopped "
+            f"answering ({first[:160]}); ending this one") from exc
 
 
 def all_ok(ok: bool, info: DistInfo) -> bool:

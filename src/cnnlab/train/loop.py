@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..attack.training import adversarial_batch, robust_accuracy
 from ..data import Loader, build_augment, fit_normalization, load_data
 from ..data.dataset import Dataset
 from ..errors import ConfigError, TrainingError
@@ -39,9 +40,9 @@ from .progress import Progress, log
 FROZEN_ON_RESUME = ("model", "data", "epochs", "batch_size", "optimizer", "lr", "momentum",
                     "nesterov", "weight_decay", "schedule", "warmup_epochs", "step_size", "gamma",
                     "label_smoothing", "augment", "norm", "model_kwargs", "seed", "val_fraction",
-                    "image_size")
+                    "image_size", "adv", "adv_eps", "adv_steps", "adv_step_size")
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "eval_split", "eval_loss", "eval_acc",
-                 "epoch_seconds", "images_per_s"]
+                 "epoch_seconds", "images_per_s", "robust_acc"]
 
 
 @dataclass
@@ -181,6 +182,8 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
         bar = Progress(len(loader), f"epoch {epoch + 1}/{cfg.epochs}",
                        enabled=progress and info.is_main)
         for step, (x, y) in enumerate(loader):
+            if cfg.adv:  # train on adversarial examples of this batch (train_acc is on them)
+                x = adversarial_batch(model, x, y, cfg, precision)
             with autocast(precision):
                 logits = net(x)
                 inner = ckpt.unwrap(model)
@@ -215,11 +218,15 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
                "eval_acc": round(topk_accuracy(logits, eval_split.labels), 5),
                "epoch_seconds": round(epoch_s, 3),
                "images_per_s": round(seen * info.world_size / max(epoch_s, 1e-9), 1)}
+        if cfg.adv:  # PGD accuracy at the training ε on a fixed subset (clean is eval_acc)
+            row["robust_acc"] = round(robust_accuracy(model, eval_split.images, eval_split.labels,
+                                                      cfg, precision), 5)
         history.append(row)
         if info.is_main:
             log(f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
                 f"train acc {row['train_acc']:.4f}  {eval_name} acc {row['eval_acc']:.4f}  "
-                f"{row['images_per_s']:.0f} img/s  {epoch_s:.1f}s")
+                f"{row['images_per_s']:.0f} img/s  {epoch_s:.1f}s"
+                + (f"  robust acc {row['robust_acc']:.4f}" if cfg.adv else ""))
             _write_metrics(run_dir, history)
             meta = model_meta(cfg, data, {"epoch": epoch + 1, "precision": precision})
             ckpt.save_model(run_dir, model, meta)

@@ -30,3 +30,6 @@ def shared_data() -> Path:
 
 def pytest_configure(config):
     os.environ.setdefault("CNNLAB_DIST_TIMEOUT", "60")
+    # Tests use tiny batches: one intra-op thread is faster for them, and it keeps timings sane
+    # when the suite shares the 2 cores with other work.
+    torch.set_num_threads(1)

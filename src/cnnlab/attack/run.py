@@ -284,7 +284,7 @@ def _write_outputs(result: dict, out_dir: Path, model, x, x_adv, y, classes, bat
     if gallery and len(x):
         title = (f"{result['method']}"
                  + (f" {result['norm']} ε={result['eps']:.4g}" if "eps" in result else "")
-                 + (f" patch {result['patch_size']:g}" if "patch_size" in result else "")
+                 + (f" side {result['patch_size']:g}" if "patch_size" in result else "")
                  + (f" → {result['target_class']}" if result["target_class"] else ""))
         files["gallery"] = str(save_gallery(
             out_dir / "gallery.png", x, x_adv, y, predict_probs(model, x, batch_size),

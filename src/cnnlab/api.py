@@ -18,7 +18,7 @@ from .data.images import IMAGE_EXTENSIONS, decode_image
 from .errors import CheckpointError, DataError
 from .train import train
 
-__all__ = ["evaluate", "load_data", "load_model", "predict", "train"]
+__all__ = ["evaluate", "load_data", "load_model", "load_run_data", "predict", "train"]
 
 
 def load_model(run_dir: str | Path) -> torch.nn.Module:
@@ -39,16 +39,16 @@ def load_model(run_dir: str | Path) -> torch.nn.Module:
     return model.eval()
 
 
-def evaluate(run_dir: str | Path, *, data: str | None = None, data_dir: str | None = None,
-             split: str = "test", batch_size: int = 500, val_fraction: float | None = None,
-             seed: int | None = None) -> dict[str, Any]:
-    """Top-1, top-5, per-class precision/recall/F1 and the confusion matrix of a trained run."""
-    from .evaluate.metrics import classification_metrics, predict_logits
-    from .train.config import make_config
+def load_run_data(run_dir: str | Path, meta: dict[str, Any], *, data: str | None = None,
+                  data_dir: str | None = None, val_fraction: float | None = None,
+                  seed: int | None = None):
+    """The data a run was trained on (its config.yaml), or ``data`` with the same classes,
+    with images adapted to the model's channels and input size.
 
-    model = load_model(run_dir)
-    meta = model.meta
-    saved = _saved_config(run_dir, make_config)
+    Everything that starts from a run directory (evaluate, explain, attack, report) reloads
+    its data here, so the splits are the very ones training saw.
+    """
+    saved = _saved_config(run_dir)
     ds = load_data(data or saved.data, data_dir=data_dir or saved.data_dir,
                    val_fraction=val_fraction if val_fraction is not None else saved.val_fraction,
                    seed=saved.seed if seed is None else seed,
@@ -59,6 +59,19 @@ def evaluate(run_dir: str | Path, *, data: str | None = None, data_dir: str | No
     if len(ds.classes) != meta["num_classes"]:
         raise DataError(f"data '{ds.name}' has {len(ds.classes)} classes; the model predicts "
                         f"{meta['num_classes']}")
+    return ds
+
+
+def evaluate(run_dir: str | Path, *, data: str | None = None, data_dir: str | None = None,
+             split: str = "test", batch_size: int = 500, val_fraction: float | None = None,
+             seed: int | None = None) -> dict[str, Any]:
+    """Top-1, top-5, per-class precision/recall/F1 and the confusion matrix of a trained run."""
+    from .evaluate.metrics import classification_metrics, predict_logits
+
+    model = load_model(run_dir)
+    meta = model.meta
+    ds = load_run_data(run_dir, meta, data=data, data_dir=data_dir, val_fraction=val_fraction,
+                       seed=seed)
     part = ds.split(split)
     logits = predict_logits(model, part, batch_size=batch_size)
     out = classification_metrics(logits, part.labels, meta.get("classes") or ds.classes)
@@ -67,14 +80,17 @@ def evaluate(run_dir: str | Path, *, data: str | None = None, data_dir: str | No
     return out
 
 
-def _saved_config(run_dir: str | Path, make_config):
+def _saved_config(run_dir: str | Path):
     import yaml
+
+    from .train.config import make_config
 
     path = Path(run_dir) / "config.yaml"
     try:
         return make_config(yaml.safe_load(path.read_text()) or {})
     except OSError as exc:
-        raise CheckpointError(f"{run_dir} has no config.yaml") from exc
+        raise CheckpointError(f"{run_dir} has no config.yaml: cannot tell which data it "
+                              "used") from exc
 
 
 def _image_files(paths: list[str | Path]) -> list[Path]:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from .eot import TransformDist, compare_under_transforms, eot_pgd
 from .gallery import save_gallery
 from .gradient import NORMS, check_budget, check_steps
@@ -77,21 +77,9 @@ def resolve_class(spec: str | int | None, classes: list[str]) -> int | None:
 def load_run_data(run: str | Path, model: nn.Module, data: str | None = None,
                   data_dir: str | None = None):
     """The run's data set (or ``data`` with the same classes and image shape)."""
-    from ..api import _saved_config, load_data
-    from ..train.config import make_config
+    from ..api import load_run_data as load
 
-    meta = model.meta
-    saved = _saved_config(run, make_config)
-    ds = load_data(data or saved.data, data_dir=data_dir or saved.data_dir,
-                   val_fraction=saved.val_fraction, seed=saved.seed,
-                   image_size=tuple(meta["input_size"]), channels=meta["in_chans"])
-    if ds.image_shape != (meta["in_chans"], *meta["input_size"]):
-        raise DataError(f"data '{ds.name}' has images {list(ds.image_shape)} but the model takes "
-                        f"{[meta['in_chans'], *meta['input_size']]}")
-    if len(ds.classes) != meta["num_classes"]:
-        raise DataError(f"data '{ds.name}' has {len(ds.classes)} classes; the model predicts "
-                        f"{meta['num_classes']}")
-    return ds
+    return load(run, model.meta, data=data, data_dir=data_dir)
 
 
 def sample(split, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

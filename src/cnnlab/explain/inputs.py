@@ -21,26 +21,9 @@ from .common import input_size_of
 def run_split(run_dir: str | Path, meta: dict, split: str = "test") -> tuple[Split, list[str]]:
     """The split of the run's own data, reloaded as ``cnnlab evaluate`` does (the run's
     config.yaml data settings, images adapted to the model's channels and size)."""
-    import yaml
+    from ..api import load_run_data
 
-    from ..data import load_data
-    from ..errors import CheckpointError
-    from ..train.config import make_config
-
-    path = Path(run_dir) / "config.yaml"
-    try:
-        cfg = make_config(yaml.safe_load(path.read_text()) or {})
-    except OSError as exc:
-        raise CheckpointError(f"{run_dir} has no config.yaml: cannot tell which data it "
-                              "used") from exc
-    ds = load_data(cfg.data, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                   image_size=tuple(meta["input_size"]), channels=meta["in_chans"])
-    if ds.image_shape != (meta["in_chans"], *meta["input_size"]):
-        raise DataError(f"data '{ds.name}' has images {list(ds.image_shape)} but the model takes "
-                        f"{[meta['in_chans'], *meta['input_size']]}")
-    if len(ds.classes) != meta["num_classes"]:
-        raise DataError(f"data '{ds.name}' has {len(ds.classes)} classes; the model predicts "
-                        f"{meta['num_classes']}")
+    ds = load_run_data(run_dir, meta)
     return ds.split(split), list(meta.get("classes") or ds.classes)
 
 

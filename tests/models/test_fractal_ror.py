@@ -87,6 +87,7 @@ def test_fractalnet_40_forward_backward_at_full_width():
 def test_fractalnet_drop_path_training_step_and_contract():
     torch.manual_seed(0)
     model = create_model("fractalnet", channels=(8, 16, 16, 32, 32))  # 40 layers, narrow
+    model = model.to(memory_format=torch.channels_last)
     model.train()
     out = model(torch.rand(2, 3, 32, 32))
     out.logsumexp(1).sum().backward()
@@ -99,16 +100,18 @@ def test_join_is_the_mean_of_the_surviving_inputs():
     assert torch.equal(join([a, b, c]), torch.full((2,), 3.0))
     assert torch.equal(join([a, b, c], [True, False, True]), torch.full((2,), 3.5))
     assert torch.equal(join([a, b, c], [False, True, False]), b)
+    per_sample = join([a, b, c], torch.tensor([[True, False], [True, True], [False, True]]))
+    assert per_sample.tolist() == [1.5, 4.0]  # sample 0: mean(a, b); sample 1: mean(b, c)
     with pytest.raises(ValueError):
-        join([a], [False])
+        join([a, b], torch.tensor([[True, False], [True, False]]))  # sample 1 lost everything
 
 
 def test_local_drop_path_drops_at_its_rate_but_keeps_one_input():
     torch.manual_seed(0)
-    draws = torch.tensor([sample_keep(4, 0.15) for _ in range(4000)])
-    assert draws.any(dim=1).all()
+    draws = sample_keep(4, 0.15, batch=4000)  # inputs × samples
+    assert draws.shape == (4, 4000) and draws.any(dim=0).all()
     assert 0.13 < 1 - draws.float().mean().item() < 0.17
-    assert all(sum(sample_keep(3, 1.0)) == 1 for _ in range(50))
+    assert (sample_keep(3, 1.0, batch=50).sum(0) == 1).all()  # p = 1: exactly one survivor
 
 
 def test_block_joins_are_means_of_columns():
@@ -117,10 +120,12 @@ def test_block_joins_are_means_of_columns():
     two = FractalBlock(4, 5, columns=2).eval()
     c0, c1 = two.columns
     assert torch.allclose(two(x), (c0[0](x) + c1[1](c1[0](x))) / 2, atol=1e-6)
-    with torch.no_grad():  # drop probability 1: exactly one survivor, i.e. a single column
+    with torch.no_grad():  # drop probability 1: one survivor per sample, i.e. a single column
         out = two(x, drop_prob=1.0)
-    assert torch.allclose(out, c0[0](x), atol=1e-6) or \
-        torch.allclose(out, c1[1](c1[0](x)), atol=1e-6)
+    shallow, deep = c0[0](x), c1[1](c1[0](x))
+    for s in range(x.shape[0]):
+        assert torch.allclose(out[s], shallow[s], atol=1e-6) or \
+            torch.allclose(out[s], deep[s], atol=1e-6)
     three = FractalBlock(4, 5, columns=3).eval()
     d0, d1, d2 = three.columns
     j1 = (d2[1](d2[0](x)) + d1[0](x)) / 2  # depth 2: joins columns 1 and 2
@@ -131,20 +136,31 @@ def test_block_joins_are_means_of_columns():
 def test_global_drop_path_equals_running_that_column_alone():
     torch.manual_seed(0)
     model = small_fractal(global_ratio=1.0).train()
-    x = torch.rand(4, 3, 16, 16)
-    used = set()
-    for _ in range(12):
-        out = model(x)
-        column = model.features.last_column
-        used.add(column)
-        assert torch.allclose(out, column_alone(model, x, column), atol=1e-5)
-    assert len(used) > 1  # the column is drawn per mini-batch
+    for m in model.modules():  # running statistics, so that samples are independent
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+    x = torch.rand(8, 3, 16, 16)
+    out = model(x)
+    columns = model.features.last_columns
+    assert columns.shape == (8,) and len(set(columns.tolist())) > 1  # drawn per sample
+    with torch.no_grad():
+        for s, c in enumerate(columns.tolist()):
+            assert torch.allclose(out[s], column_alone(model, x[s:s + 1], c)[0], atol=1e-5)
     model.eval()
     full = model(x)
-    assert model.features.last_column is None  # evaluation joins all columns
+    assert model.features.last_columns is None  # evaluation joins all columns
     model.use_column(2)  # the paper's "deepest column alone" at test time
     assert torch.allclose(model(x), column_alone(model, x, 2), atol=1e-5)
     assert not torch.allclose(model(x), full, atol=1e-4)
+
+
+def test_half_of_each_training_batch_takes_global_drop_path():
+    torch.manual_seed(0)
+    model = small_fractal().train()
+    model(torch.rand(10, 3, 16, 16))
+    columns = model.features.last_columns
+    assert (columns >= 0).sum() == 5 and (columns == -1).sum() == 5
+    assert columns.max() < 3
 
 
 def test_eval_is_deterministic_and_training_drop_path_is_random():
@@ -152,7 +168,7 @@ def test_eval_is_deterministic_and_training_drop_path_is_random():
     model = small_fractal(drop_path_local=0.5, global_ratio=0.5)
     x = torch.rand(4, 3, 16, 16)
     model.eval()
-    assert torch.equal(model(x), model(x)) and model.features.last_column is None
+    assert torch.equal(model(x), model(x)) and model.features.last_columns is None
     model.train()
     outs = [model(x) for _ in range(6)]
     assert any(not torch.allclose(outs[0], o) for o in outs[1:])
@@ -229,6 +245,6 @@ def test_ror_parameter_counts():
 @pytest.mark.parametrize("name", ["ror3-resnet110", "ror3-wrn-16-4"])
 def test_ror_forward_backward_and_contract(name):
     torch.manual_seed(0)
-    model = create_model(name)
+    model = create_model(name).to(memory_format=torch.channels_last)
     forward_backward(model)
     check_contract(model, torch.rand(2, 3, 32, 32))

@@ -327,7 +327,8 @@ def test_with_stn_keeps_the_contract_and_equals_the_inner_model_at_init():
 ], ids=lambda k: "-".join(f"{a}={b}" for a, b in k.items()) or "square")
 def test_research_cifar_variants_forward_backward_and_contract(kwargs):
     torch.manual_seed(0)
-    model = create_model("research-cifar", **kwargs)
+    # channels-last, as the training loop runs models by default
+    model = create_model("research-cifar", **kwargs).to(memory_format=torch.channels_last)
     x = torch.rand(2, 3, 32, 32)
     out = model(x)
     assert out.shape == (2, 10) and torch.isfinite(out).all()

@@ -171,3 +171,18 @@ def test_resume_after_sigkill_matches_the_uninterrupted_run(tmp_path):
     b = load_file(run / "model.safetensors")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5)
+
+
+def test_riemannian_sgd_keeps_stiefel_kernels_orthonormal_through_the_loop(tmp_path):
+    cnnlab.train(model="research-cifar", model_kwargs={"conv": "stiefel", "cfg": [16, "M", 32]},
+                 optimizer="riemannian-sgd", lr=0.05, out=str(tmp_path / "st"), **FAST)
+    model = cnnlab.load_model(tmp_path / "st")
+    checked = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            w = module.weight.flatten(1).double()
+            gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+            torch.testing.assert_close(gram, torch.eye(gram.shape[0], dtype=torch.float64),
+                                       atol=1e-5, rtol=0)
+            checked += 1
+    assert checked == 2

@@ -103,8 +103,7 @@ class ResearchCifar(CnnlabModel):
 
 
 @register_model("research-cifar", family="research",
-                paper="Sun et al. ECCV 2016; Luan et al. TIP 2018; Zhang et al. ICCV 2017; "
-                      "Ozay & Okatani 2016; Jaderberg et al. NIPS 2015",
+                paper="Sun 2016, Luan 2018, Zhang 2017, Ozay 2016, Jaderberg 2015 (layers)",
                 year=2016, input_size=(3, 32, 32), num_classes=10)
 def research_cifar(*, num_classes: int = 10, in_chans: int = 3, input_size=(32, 32),
                    conv: str = "square", tree_depth: int = 1, orientations: int = 4,

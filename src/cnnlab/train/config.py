@@ -16,7 +16,7 @@ import yaml
 
 from ..errors import ConfigError, did_you_mean
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "riemannian-sgd")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 PRECISIONS = ("auto", "fp32", "bf16")
 

@@ -25,6 +25,13 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     groups = param_groups(model, cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    if cfg.optimizer == "riemannian-sgd":
+        # Manifold-constrained kernels (sphere/oblique/Stiefel) stay on their manifold; every
+        # other parameter gets exactly torch.optim.SGD's update (Ozay & Okatani 2016).
+        from .riemannian import RiemannianSGD, manifold_map
+
+        return RiemannianSGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                             manifolds=manifold_map(model))
     if cfg.optimizer == "adam":
         # Adam's own weight_decay is L2 added to the gradient (Kingma & Ba); AdamW decouples it.
         return torch.optim.Adam(groups, lr=cfg.lr)

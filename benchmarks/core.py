@@ -39,7 +39,7 @@ TASKS = {
                           "--optimizer", "sgd", "--nesterov", "--lr", "0.1", "--momentum", "0.9",
                           "--weight-decay", "5e-4", "--batch-size", "256", "--epochs", "18",
                           "--label-smoothing", "0.1", "--augment", "crop:4", "flip"],
-                "data": str(SHARED / "cifar10-jpeg"), "data_dir": None, "baseline_epochs": 2,
+                "data": str(SHARED / "cifar10-jpeg"), "data_dir": None, "baseline_epochs": 1,
                 "baseline": dict(lr=0.05, optimizer="sgd", batch_size=256, augment=True),
                 "target": 0.85},
 }

@@ -3,6 +3,7 @@
     python benchmarks/core.py digits              # cnnlab train default (≥ 97 % in < 60 s)
     python benchmarks/core.py mnist               # DLFS ch. 8 deep CNN on MNIST (≥ 99.3 %)
     python benchmarks/core.py cifar10             # small VGG on cifar10-jpeg (≥ 85 %)
+    python benchmarks/core.py cifar10-resnet20    # the zoo's CIFAR ResNet-20 (≥ 86 %)
     python benchmarks/core.py digits --smoke      # seconds-long check of the script itself
 
 cnnlab runs as a subprocess (`cnnlab train … --json`) so its wall time includes start-up and
@@ -42,6 +43,15 @@ TASKS = {
                 "data": str(SHARED / "cifar10-jpeg"), "data_dir": None, "baseline_epochs": 1,
                 "baseline": dict(lr=0.05, optimizer="sgd", batch_size=256, augment=True),
                 "target": 0.85},
+    "cifar10-resnet20": {"train": ["resnet20", "--data", str(SHARED / "cifar10-jpeg"),
+                                   "--optimizer", "sgd", "--nesterov", "--lr", "0.1",
+                                   "--momentum", "0.9", "--weight-decay", "5e-4",
+                                   "--batch-size", "128", "--epochs", "26",
+                                   "--label-smoothing", "0.1", "--augment", "crop:4", "flip"],
+                         "data": str(SHARED / "cifar10-jpeg"), "data_dir": None,
+                         "baseline_epochs": 1,
+                         "baseline": dict(lr=0.05, optimizer="sgd", batch_size=128, augment=True),
+                         "target": 0.86},
 }
 
 

@@ -3,20 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 import cnnlab
-
-
-@pytest.fixture(scope="package", autouse=True)
-def _one_thread():
-    """These models are tiny (8×8 inputs): a second intra-op thread buys nothing, and on a
-    shared, loaded 2-core machine OpenMP's spinning made a 20-step PGD 60× slower (16 s vs
-    0.26 s measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="package")

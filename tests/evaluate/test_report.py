@@ -19,7 +19,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 import cnnlab
@@ -27,27 +26,12 @@ from cnnlab.cli import main
 from cnnlab.evaluate.report import REPORT, SECTIONS, write_report
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small batches gain nothing from 2 threads; on a busy shared 2-core machine the OpenMP
-    # barriers made them many times slower (measured).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report-run") / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("CNNLAB_DATA", str(tmp_path_factory.getbasetemp() / "cnnlab-cache"))
-            cnnlab.train(epochs=2, precision="fp32", progress=False, out=str(out))
-    finally:
-        torch.set_num_threads(threads)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CNNLAB_DATA", str(tmp_path_factory.getbasetemp() / "cnnlab-cache"))
+        cnnlab.train(epochs=2, precision="fp32", progress=False, out=str(out))
     return out
 
 

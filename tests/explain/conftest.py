@@ -10,16 +10,6 @@ from torch import nn
 from cnnlab.models.base import CnnlabModel, FeatureInfo
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny batches gain nothing from 2 OpenMP threads, and on a shared, busy 2-core machine
-    # the threads' barriers made each small forward 30-100× slower (measured).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class TinyCNN(CnnlabModel):
     """conv-ReLU-pool-conv-ReLU, global average pool, FC: the CAM-style head, trains in ~2 s.
 
@@ -58,8 +48,6 @@ def quadrant_data(n: int, seed: int, size: int = 16) -> tuple[torch.Tensor, torc
 @pytest.fixture(scope="session")
 def quadrant_model() -> tuple[TinyCNN, torch.Tensor, torch.Tensor]:
     """A TinyCNN trained on quadrant data (~1 s), and held-out test images and labels."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     model = TinyCNN()
     x, y = quadrant_data(512, seed=1)
@@ -74,6 +62,5 @@ def quadrant_model() -> tuple[TinyCNN, torch.Tensor, torch.Tensor]:
     xt, yt = quadrant_data(64, seed=2)
     with torch.no_grad():
         acc = (model(xt).argmax(1) == yt).float().mean().item()
-    torch.set_num_threads(threads)
     assert acc > 0.95, f"the quadrant model did not learn (test accuracy {acc:.2f})"
     return model, xt, yt

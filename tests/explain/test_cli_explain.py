@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 import cnnlab
@@ -28,14 +27,9 @@ METHOD_KEYS = {
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("explain-run") / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # see conftest._one_thread
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("CNNLAB_DATA", str(tmp_path_factory.getbasetemp() / "cnnlab-cache"))
-            cnnlab.train(epochs=1, precision="fp32", progress=False, out=str(out))
-    finally:
-        torch.set_num_threads(threads)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CNNLAB_DATA", str(tmp_path_factory.getbasetemp() / "cnnlab-cache"))
+        cnnlab.train(epochs=1, precision="fp32", progress=False, out=str(out))
     return out
 
 

@@ -31,15 +31,6 @@ def _heavy(name: str) -> bool:
     return name not in KEEP_FAST and (count_params(model) > 100e6 or layers > 400)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny batches gain nothing from a second thread, and on a shared 2-core machine two
-    OpenMP threads spin-wait for each other (10× slower under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def small_size(name: str) -> tuple[int, int, int]:
     c, h, w = get_spec(name).input_size

@@ -32,27 +32,6 @@ from cnnlab.train.riemannian import (
     to_manifold,
 )
 
-
-def check_contract(model: CnnlabModel, x: torch.Tensor) -> None:
-    """forward = head(features); named stages exist with their channels and strides;
-    reset_classifier gives a new output size."""
-    model.eval()
-    out = model(x)
-    assert out.shape == (x.shape[0], model.num_classes)
-    assert torch.allclose(model.forward_head(model.forward_features(x)), out, atol=1e-5)
-    modules, seen = dict(model.named_modules()), {}
-    hooks = [modules[f.module].register_forward_hook(
-        lambda _m, _i, o, name=f.name: seen.__setitem__(name, o)) for f in model.feature_layers()]
-    model(x)
-    for h in hooks:
-        h.remove()
-    for f in model.feature_layers():
-        assert seen[f.name].shape[1] == f.channels, f
-        assert x.shape[-1] // seen[f.name].shape[-1] == f.stride, f
-    model.reset_classifier(3)
-    assert model(x).shape == (x.shape[0], 3) and model.num_classes == 3
-
-
 # -- quasi-hexagonal kernels -------------------------------------------------------------------
 
 
@@ -296,7 +275,7 @@ def test_spatial_transformer_is_the_identity_at_init_and_can_translate():
     assert torch.allclose(out[..., -1], torch.zeros_like(out[..., -1]), atol=1e-5)
 
 
-def test_with_stn_keeps_the_contract_and_equals_the_inner_model_at_init():
+def test_with_stn_keeps_the_contract_and_equals_the_inner_model_at_init(check_contract):
     torch.manual_seed(0)
     inner = create_model("research-cifar", cfg=[16, "M", 32, "M"], input_size=(16, 16))
     inner.norm.set_stats(mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3])
@@ -325,7 +304,7 @@ def test_with_stn_keeps_the_contract_and_equals_the_inner_model_at_init():
     {}, {"conv": "hex"}, {"conv": "gabor"}, {"conv": "sphere"}, {"conv": "oblique"},
     {"conv": "stiefel"}, {"tree_depth": 3}, {"conv": "gabor", "tree_depth": 2}, {"stn": True},
 ], ids=lambda k: "-".join(f"{a}={b}" for a, b in k.items()) or "square")
-def test_research_cifar_variants_forward_backward_and_contract(kwargs):
+def test_research_cifar_variants_forward_backward_and_contract(kwargs, check_contract):
     torch.manual_seed(0)
     # channels-last, as the training loop runs models by default
     model = create_model("research-cifar", **kwargs).to(memory_format=torch.channels_last)

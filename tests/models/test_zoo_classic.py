@@ -18,16 +18,6 @@ from cnnlab.models.resnet import BasicBlock, Bottleneck, PadShortcut
 from cnnlab.perf.flops import count_depth, count_layers, count_macs, count_params
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny batches gain nothing from a second thread, and on a shared 2-core machine two
-    OpenMP threads spin-wait for each other (10× slower under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def meta(name: str, **kwargs) -> nn.Module:
     with torch.device("meta"):
         return create_model(name, **kwargs)

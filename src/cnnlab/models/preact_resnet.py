@@ -34,16 +34,19 @@ def bn_relu(c: int) -> nn.Sequential:
 
 
 class PreActBlock(nn.Module):
-    """BN-ReLU-conv3×3, BN-ReLU-conv3×3, + identity (or projection of the pre-activated input)."""
+    """BN-ReLU-conv3×3, [dropout], BN-ReLU-conv3×3, + identity (or projection of the
+    pre-activated input). Wide ResNet's block is this one with dropout between the convs."""
 
     expansion = 1
 
-    def __init__(self, cin: int, width: int, stride: int = 1) -> None:
+    def __init__(self, cin: int, width: int, stride: int = 1, dropout: float = 0.0) -> None:
         super().__init__()
         cout = width * self.expansion
         self.preact = bn_relu(cin)
         self.conv1 = nn.Conv2d(cin, width, 3, stride, 1, bias=False)
-        self.conv2 = nn.Sequential(bn_relu(width), nn.Conv2d(width, cout, 3, 1, 1, bias=False))
+        self.conv2 = nn.Sequential(bn_relu(width),
+                                   nn.Dropout(dropout) if dropout else nn.Identity(),
+                                   nn.Conv2d(width, cout, 3, 1, 1, bias=False))
         self.shortcut = (nn.Conv2d(cin, cout, 1, stride, bias=False)
                          if stride != 1 or cin != cout else None)
 

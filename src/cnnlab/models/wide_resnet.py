@@ -17,34 +17,15 @@ from __future__ import annotations
 from collections import OrderedDict
 from functools import partial
 
-import torch
 from torch import nn
 from torch.nn.modules.utils import _pair
 
 from ..errors import ModelError
 from .base import CnnlabModel, FeatureInfo, he_init
+from .preact_resnet import PreActBlock
 from .registry import register_model, register_pattern
 
 COMMON = [(16, 4), (16, 8), (28, 10), (40, 2), (40, 4)]  # depth, widen factor
-
-
-class WideBlock(nn.Module):
-    """BN-ReLU-conv3×3 (stride), dropout, BN-ReLU-conv3×3, + shortcut."""
-
-    def __init__(self, cin: int, cout: int, stride: int = 1, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.preact = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(inplace=True))
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.conv2 = nn.Sequential(nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                                   nn.Dropout(dropout) if dropout else nn.Identity(),
-                                   nn.Conv2d(cout, cout, 3, 1, 1, bias=False))
-        self.shortcut = (nn.Conv2d(cin, cout, 1, stride, bias=False)
-                         if stride != 1 or cin != cout else None)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.preact(x)
-        shortcut = self.shortcut(out) if self.shortcut is not None else x
-        return self.conv2(self.conv1(out)) + shortcut
 
 
 class WideResNet(CnnlabModel):
@@ -65,7 +46,7 @@ class WideResNet(CnnlabModel):
         cin, stride = 16, 1
         for i, width in enumerate([16 * widen_factor, 32 * widen_factor, 64 * widen_factor], 1):
             s = 1 if i == 1 else 2
-            blocks = [WideBlock(cin if j == 0 else width, width, s if j == 0 else 1, dropout)
+            blocks = [PreActBlock(cin if j == 0 else width, width, s if j == 0 else 1, dropout)
                       for j in range(n)]
             cin, stride = width, stride * s
             stages[f"layer{i}"] = nn.Sequential(*blocks)

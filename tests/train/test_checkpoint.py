@@ -54,3 +54,12 @@ def test_new_run_dir_never_overwrites(tmp_path):
     a = ckpt.new_run_dir(None, "m", "d", root=tmp_path)
     b = ckpt.new_run_dir(None, "m", "d", root=tmp_path)
     assert a != b
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    ckpt.write_text(tmp_path / "a.txt", "x")
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask

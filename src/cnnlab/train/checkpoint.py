@@ -30,6 +30,8 @@ from ..errors import CheckpointError
 WEIGHTS = "model.safetensors"
 META = "model.json"
 STATE = "state.pt"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> None:
@@ -37,6 +39,7 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()

@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import CnnlabError
 
 # One module per command group; each defines register(subparsers).
-COMMAND_MODULES = ["train", "data", "zoo", "report", "explain", "attack"]
+COMMAND_MODULES = ["train", "data", "zoo", "report", "explain", "attack", "perf", "transfer"]
 
 DESCRIPTION = """\
 cnnlab — train, evaluate and explain the classic deep CNNs on an ordinary machine.

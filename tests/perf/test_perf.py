@@ -1,0 +1,188 @@
+"""cnnlab profile / export / bench-infer: per-layer times add up, MACs match FlopCounterMode,
+exported models agree with eager PyTorch, one clear error line on bad input."""
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+from torch import nn
+
+from cnnlab.cli import main
+from cnnlab.models.registry import create_model, get_spec
+from cnnlab.perf.flops import count_macs
+from cnnlab.perf.profile import OTHER, leaf_modules, profile_model
+
+
+def _conv_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """Conv multiply-adds by hand: output elements × (C_in / groups) × kernel area."""
+    total = []
+
+    def hook(m, args, out):
+        total.append(out.numel() * (m.in_channels // m.groups) * m.kernel_size[0]
+                     * m.kernel_size[1])
+
+    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        model.eval()(x)
+    for h in hs:
+        h.remove()
+    return sum(total)
+
+
+@pytest.fixture(scope="module")
+def prof():
+    return profile_model("simple-cnn", batch_size=4, repeat=2)
+
+
+def test_shares_sum_to_one_and_macs_match(prof):
+    assert prof["input_size"] == list(get_spec("simple-cnn").input_size)
+    total_share = sum(r["share"] for r in prof["layers"]) + prof["other_ms"] / prof["total_ms"]
+    assert total_share == pytest.approx(1.0, abs=1e-6)
+    assert sum(t["share"] for t in prof["by_type"]) == pytest.approx(1.0, abs=1e-6)
+    model = create_model("simple-cnn")
+    size = get_spec("simple-cnn").input_size
+    assert prof["macs"] == 4 * count_macs(model, size)
+    conv = sum(r["macs"] for r in prof["layers"] if r["type"] == "Conv2d")
+    assert conv == _conv_macs(model, torch.rand(4, *size)) > 0
+    assert all(r["ms"] >= 0 and r["gflops"] >= 0 for r in prof["layers"])
+    assert any(r["gflops"] > 0 for r in prof["layers"] if r["type"] == "Conv2d")
+
+
+def test_grouping_by_type(prof):
+    model = create_model("simple-cnn")
+    leaves = Counter(type(m).__name__ for _, m in leaf_modules(model))
+    by = {t["type"]: t for t in prof["by_type"]}
+    assert OTHER in by
+    for typ, n in leaves.items():
+        assert by[typ]["count"] == n, typ
+        rows = [r for r in prof["layers"] if r["type"] == typ]
+        assert by[typ]["ms"] == pytest.approx(sum(r["ms"] for r in rows))
+        assert by[typ]["macs"] == sum(r["macs"] for r in rows)
+    assert by["Conv2d"]["count"] == 4 and by["Linear"]["macs"] > 0
+
+
+def test_profile_train_has_backward():
+    res = profile_model("lenet5", batch_size=4, repeat=2, train=True, channels_last=True)
+    convs = [r for r in res["layers"] if r["type"] == "Conv2d"]
+    assert len(convs) == 2
+    assert all(r["backward_ms"] > 0 and r["forward_ms"] > 0 for r in convs)
+    assert sum(r["share"] for r in res["layers"]) <= 1.0 + 1e-9
+
+
+def test_profile_cli_json(capsys):
+    code = main(["profile", "lenet5", "--batch-size", "4", "--repeat", "2", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert {"layers", "by_type", "total_ms", "machine"} <= set(out)
+    assert {"name", "type", "ms", "share", "macs", "gflops"} <= set(out["layers"][0])
+
+
+def test_profile_cli_table(capsys):
+    assert main(["profile", "simple-cnn", "--repeat", "1", "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "Conv2d" in out and OTHER in out and "more layers" in out
+
+
+def test_compare_cli_json(capsys):
+    assert main(["profile", "simple-cnn", "--compare", "--repeat", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["variants"]) in (2, 4)
+    assert (out["skipped"] is None) == (len(out["variants"]) == 4)
+
+
+def test_too_small_input_is_one_line(capsys):
+    for model in ("simple-cnn", "alexnet-cifar"):  # fails in forward / when built
+        code = main(["profile", model, "--input-size", "1,1,1"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2
+        assert len(err.splitlines()) == 1
+        assert f"too small for {model}" in err and "try at least" in err
+
+
+def test_unknown_model_suggests(capsys):
+    assert main(["profile", "lenet55"]) == 2
+    assert "did you mean" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    import cnnlab
+
+    out = tmp_path_factory.mktemp("perf") / "run"
+    cnnlab.train(epochs=1, precision="fp32", progress=False, out=str(out))
+    return out
+
+
+def _no_temp_files(folder):
+    return not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_export_torch(run_dir, capsys):
+    out = run_dir / "m.pt2"
+    assert main(["export", str(run_dir), "--format", "torch-export", "--out", str(out),
+                 "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert out.is_file() and _no_temp_files(run_dir)
+    assert res["max_abs_diff"] < 1e-4 and res["agreement"] == 1.0
+    assert res["parity_data"].startswith("digits") and res["parity_n"] > 100
+
+
+def test_export_onnx(run_dir, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    out = run_dir / "m.onnx"
+    assert main(["export", str(run_dir), "--format", "onnx", "--out", str(out), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert out.is_file() and _no_temp_files(run_dir)
+    assert res["max_abs_diff"] < 1e-4 and res["agreement"] == 1.0
+
+
+def test_export_not_a_run(tmp_path, capsys):
+    assert main(["export", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_bench_infer_smoke(run_dir, capsys):
+    assert main(["bench-infer", str(run_dir), "--n", "64", "--batch-sizes", "1,16",
+                 "--compile-timeout", "0", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    names = [r["runtime"] for r in res["rows"]]
+    expected = ["eager fp32", "channels-last", "bf16 autocast", "torch.compile", "int8 dynamic"]
+    assert names[:5] == expected
+    for r in res["rows"]:
+        if r["runtime"] == "torch.compile":
+            assert r["note"].startswith("skipped") and r["accuracy"] is None
+        elif r["accuracy"] is not None:
+            assert set(r["images_per_s"]) == {"1", "16"} and 0 <= r["accuracy"] <= 1
+    eager = res["rows"][0]
+    assert eager["accuracy"] is not None and eager["images_per_s"]["16"] > 0
+
+
+def test_profile_run_dir(run_dir, capsys):
+    assert main(["profile", str(run_dir), "--repeat", "1", "--batch-size", "2", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["model"] == "simple-cnn" and res["batch_size"] == 2
+    assert main(["profile", str(run_dir), "--input-size", "1,16,16"]) == 2
+    assert "does not fit its weights" in capsys.readouterr().err
+
+
+def test_bench_infer_table(run_dir, capsys):
+    assert main(["bench-infer", str(run_dir), "--n", "16", "--batch-sizes", "4",
+                 "--compile-timeout", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "eager fp32" in out and "Linear layers only" in out
+
+
+def test_onnx_unsupported_op_is_one_clear_error(tmp_path):
+    pytest.importorskip("onnxscript")
+    from cnnlab.errors import ModelError
+    from cnnlab.perf.export import export_onnx
+
+    class Zeta(nn.Module):
+        def forward(self, x):
+            return torch.special.zeta(x, x + 2).flatten(1)
+
+    with pytest.raises(ModelError, match="unsupported op aten.*zeta"):
+        export_onnx(Zeta(), torch.rand(2, 1, 4, 4), tmp_path / "z.onnx", "zeta-net")
+    assert list(tmp_path.iterdir()) == []

@@ -46,7 +46,7 @@ TASKS = {
     "cifar10-resnet20": {"train": ["resnet20", "--data", str(SHARED / "cifar10-jpeg"),
                                    "--optimizer", "sgd", "--nesterov", "--lr", "0.1",
                                    "--momentum", "0.9", "--weight-decay", "5e-4",
-                                   "--batch-size", "128", "--epochs", "26",
+                                   "--batch-size", "128", "--epochs", "25",
                                    "--label-smoothing", "0.1", "--augment", "crop:4", "flip"],
                          "data": str(SHARED / "cifar10-jpeg"), "data_dir": None,
                          "baseline_epochs": 1,

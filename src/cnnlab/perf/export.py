@@ -161,22 +161,27 @@ def _eager(model: nn.Module, x: torch.Tensor, batch_size: int = 250) -> torch.Te
     return torch.cat([model(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)])
 
 
+def load_for_parity(run: Path, n: int):
+    """The run's model, its name, and up to ``n`` inputs/labels to compare runtimes on."""
+    from ..api import load_model
+
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1, got {n}")
+    if not (run / "model.json").is_file():
+        raise CheckpointError(f"{run} is not a run directory (no model.json)")
+    model = load_model(run)
+    label = str(model.meta.get("model", run.name))
+    return (model, label, *parity_inputs(run, model, n))
+
+
 def export_run(run_dir: str | Path, *, fmt: str = "onnx", out: str | Path | None = None,
                n: int = 1000) -> dict[str, Any]:
     """Export a run's model and check it against eager PyTorch on up to ``n`` images."""
-    from ..api import load_model
-
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format '{fmt}'; choose onnx or torch-export")
-    if n < 1:
-        raise ConfigError(f"--n must be at least 1, got {n}")
     run = Path(run_dir)
-    if not (run / "model.json").is_file():
-        raise CheckpointError(f"{run_dir} is not a run directory (no model.json)")
-    model = load_model(run)
-    label = str(model.meta.get("model", run.name))
+    model, label, x, labels, source = load_for_parity(run, n)
     path = Path(out) if out else run / f"model{FORMATS[fmt]}"
-    x, labels, source = parity_inputs(run, model, n)
     example = x[:2] if len(x) >= 2 else torch.cat([x, x])
     if fmt == "onnx":
         exporter = export_onnx(model, example, path, label)

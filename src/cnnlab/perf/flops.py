@@ -45,7 +45,7 @@ def _example_input(model: nn.Module, input_size) -> torch.Tensor:
     return torch.zeros(1, *size, device=device)
 
 
-def _eval_forward(model: nn.Module, x: torch.Tensor, mode) -> None:
+def eval_forward(model: nn.Module, x: torch.Tensor, mode) -> None:
     was = model.training
     model.eval()
     try:
@@ -58,7 +58,7 @@ def _eval_forward(model: nn.Module, x: torch.Tensor, mode) -> None:
 def count_macs(model: nn.Module, input_size) -> int:
     """Multiply-adds of one forward pass of one image (eval mode, batch 1, no grad)."""
     counter = FlopCounterMode(display=False)
-    _eval_forward(model, _example_input(model, input_size), counter)
+    eval_forward(model, _example_input(model, input_size), counter)
     return int(counter.get_total_flops()) // 2
 
 
@@ -106,19 +106,19 @@ def count_depth(model: nn.Module, input_size) -> int:
     """Depth as papers count it: weighted (conv / linear) layers on the longest input→output path
     (VGG-16 → 16, ResNet-50 → 50, GoogLeNet → 22, DenseNet-121 → 121)."""
     mode = _DepthMode(model.parameters())
-    _eval_forward(model, _example_input(model, input_size), mode)
+    eval_forward(model, _example_input(model, input_size), mode)
     return mode.max_depth
 
 
 def count_macs_and_depth(model: nn.Module, input_size) -> tuple[int, int]:
     """:func:`count_macs` and :func:`count_depth` from one forward pass (half the time)."""
     counter, depth = FlopCounterMode(display=False), _DepthMode(model.parameters())
-    _eval_forward(model, _example_input(model, input_size), _Both(counter, depth))
+    eval_forward(model, _example_input(model, input_size), _Both(counter, depth))
     return int(counter.get_total_flops()) // 2, depth.max_depth
 
 
 class _Both:
-    """Enter two context managers as one (``_eval_forward`` takes one)."""
+    """Enter two context managers as one (``eval_forward`` takes one)."""
 
     def __init__(self, outer, inner) -> None:
         self.outer, self.inner = outer, inner

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, CnnlabError, ConfigError
+from ..errors import CnnlabError, ConfigError
 from .hardware import machine_info, native_bf16
 
 
@@ -74,19 +74,12 @@ def bench_infer(run_dir: str | Path, *, batch_sizes: list[int] | tuple[int, ...]
                 n: int = 1000, compile_timeout: float = 120.0, budget_s: float = 2.0,
                 onnx: bool = True) -> dict[str, Any]:
     """Rows of {runtime, images_per_s: {batch: img/s}, accuracy, note} for a run."""
-    from ..api import load_model
-    from .export import export_onnx, onnx_session, parity_inputs, run_onnx
+    from .export import export_onnx, load_for_parity, onnx_session, run_onnx
 
     if not batch_sizes or min(batch_sizes) < 1:
         raise ConfigError(f"--batch-sizes must be positive integers, got {list(batch_sizes)}")
-    if n < 1:
-        raise ConfigError(f"--n must be at least 1, got {n}")
     run = Path(run_dir)
-    if not (run / "model.json").is_file():
-        raise CheckpointError(f"{run_dir} is not a run directory (no model.json)")
-    model = load_model(run)
-    label = str(model.meta.get("model", run.name))
-    x, labels, source = parity_inputs(run, model, n)
+    model, label, x, labels, source = load_for_parity(run, n)
     acc_bs = max(batch_sizes)
 
     def no_grad(fn):

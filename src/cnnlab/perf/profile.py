@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import ConfigError, ModelError
+from .flops import eval_forward
 from .hardware import choose_precision, machine_info, native_bf16
 
 OTHER = "other (functional ops)"
@@ -91,13 +92,7 @@ def leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def layer_macs(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     """Multiply-adds of each leaf module for one eval forward of batch ``x`` (fqn → MACs)."""
     counter = FlopCounterMode(display=False)
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), counter:
-            model(x)
-    finally:
-        model.train(was)
+    eval_forward(model, x, counter)
     prefix = type(model).__name__ + "."
     out: dict[str, int] = {}
     for key, ops in counter.get_flop_counts().items():

@@ -10,6 +10,7 @@ from torch import nn
 
 from cnnlab.errors import ConfigError
 from cnnlab.explain import grad_cam, guided_backprop, occlusion, relu_rule, saliency
+from cnnlab.explain.synthetic import quadrant_fraction
 from cnnlab.models import create_model
 from cnnlab.models.base import CnnlabModel, FeatureInfo
 
@@ -93,20 +94,13 @@ def test_functional_relu_is_covered_too():
     torch.testing.assert_close(guided_backprop(a, x, 0)["grad"], guided_backprop(b, x, 0)["grad"])
 
 
-def _quadrant_fraction(maps: torch.Tensor) -> torch.Tensor:
-    """Share of each map's (non-negative) mass in the top-left quadrant."""
-    h, w = maps.shape[-2:]
-    maps = maps.clamp_min(0)
-    return maps[..., : h // 2, : w // 2].sum((-2, -1)) / maps.sum((-2, -1)).clamp_min(1e-12)
-
-
 def test_grad_cam_mass_lies_in_the_quadrant_of_the_class(quadrant_model):
     model, x, y = quadrant_model
     positives = x[y == 1]
     cam = grad_cam(model, positives, "conv2", target=1)
     assert cam["cam"].shape == (len(positives), 16, 16)
     assert cam["cam_raw"].shape == (len(positives), 8, 8)
-    frac = _quadrant_fraction(cam["cam"])
+    frac = quadrant_fraction(cam["cam"])
     print(f"Grad-CAM (conv2) mass in the top-left quadrant: mean {frac.mean():.3f}, "
           f"min {frac.min():.3f} over {len(frac)} images (uniform would be 0.25)")
     assert frac.mean() > 0.5
@@ -122,7 +116,7 @@ def test_occlusion_drop_lies_in_the_quadrant_of_the_class(quadrant_model):
         assert r["drop"].shape == (16, 16)
         loc = r["min_location"]
         assert loc["probability"] == pytest.approx(float(r["prob_map"].min()))
-        fracs.append(_quadrant_fraction(r["drop"]))
+        fracs.append(quadrant_fraction(r["drop"]))
     frac = torch.stack(fracs)
     print(f"occlusion probability-drop mass in the top-left quadrant: mean {frac.mean():.3f}, "
           f"min {frac.min():.3f} over {len(frac)} images")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -78,8 +77,7 @@ def plot_curve(points: list[dict], path: str | Path, *, x_key: str = "eps",
 
 
 def save_figure(fig, path: Path) -> None:
-    """Save a matplotlib figure as PNG atomically (temp file, then ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    """Save a matplotlib figure as PNG atomically (one writer for every PNG: plots.save_png)."""
+    from ..explain.plots import save_png
+
+    save_png(fig, path, dpi=fig.dpi)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -50,18 +48,12 @@ def sample_grid(ds: Dataset, path: str | Path, *, per_class: int = 8, split: str
         axes[row][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
     fig.suptitle(f"{ds.name}: {split}, {per_class} random images per class", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
+    from ..explain.plots import save_png
+
     try:
-        fig.savefig(tmp, dpi=80, format="png")
-        os.replace(tmp, path)
+        return save_png(fig, path, dpi=80)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def describe(ds: Dataset) -> dict:

@@ -148,15 +148,37 @@ def test_bench_infer_smoke(run_dir, capsys):
                  "--compile-timeout", "0", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     names = [r["runtime"] for r in res["rows"]]
-    expected = ["eager fp32", "channels-last", "bf16 autocast", "torch.compile", "int8 dynamic"]
-    assert names[:5] == expected
+    expected = ["eager fp32", "channels-last", "bf16 autocast", "torch.compile",
+                "compiled + frozen", "int8 static", "int8 dynamic"]
+    assert names[:7] == expected
     for r in res["rows"]:
-        if r["runtime"] == "torch.compile":
+        if r["runtime"] in ("torch.compile", "compiled + frozen", "int8 static"):
             assert r["note"].startswith("skipped") and r["accuracy"] is None
         elif r["accuracy"] is not None:
             assert set(r["images_per_s"]) == {"1", "16"} and 0 <= r["accuracy"] <= 1
     eager = res["rows"][0]
     assert eager["accuracy"] is not None and eager["images_per_s"]["16"] > 0
+
+
+@pytest.mark.slow
+def test_frozen_compile_and_int8_keep_the_predictions(run_dir):
+    """The fast runtimes must answer like eager: frozen fp32 to float tolerance, int8 nearly."""
+    pytest.importorskip("torchao")
+    from cnnlab.api import load_model
+    from cnnlab.perf.infer import bench_infer, calibration_images
+
+    calib, kind = calibration_images(run_dir, load_model(run_dir), n=64)
+    assert kind == "training images" and calib.shape[0] == 64
+    res = bench_infer(run_dir, batch_sizes=[32], n=256, compile_timeout=300, budget_s=0.2,
+                      onnx=False)
+    rows = {r["runtime"]: r for r in res["rows"]}
+    assert rows["eager fp32"]["speedup"] == 1.0 and rows["eager fp32"]["accuracy_delta"] == 0
+    frozen, int8 = rows["compiled + frozen"], rows["int8 static"]
+    assert frozen["accuracy"] is not None, frozen["note"]
+    assert abs(frozen["accuracy_delta"]) <= 0.4  # at most one of 256 images flips
+    assert int8["accuracy"] is not None, int8["note"]
+    assert "calibrated on 256 training images" in int8["note"]
+    assert abs(int8["accuracy_delta"]) <= 3.0
 
 
 def test_profile_run_dir(run_dir, capsys):

@@ -16,7 +16,8 @@ def test_unknown_key_suggests_the_right_one():
 
 @pytest.mark.parametrize("bad", [{"epochs": -1}, {"epochs": 0}, {"lr": 0}, {"lr": -0.1},
                                  {"batch_size": 0}, {"optimizer": "rmsprop"},
-                                 {"val_fraction": 1.5}, {"precision": "fp8"}, {"norm": "pca"}])
+                                 {"val_fraction": 1.5}, {"subset": 0}, {"precision": "fp8"},
+                                 {"norm": "pca"}])
 def test_impossible_values_are_refused(bad):
     with pytest.raises(ConfigError):
         make_config(bad)

@@ -186,3 +186,20 @@ def test_riemannian_sgd_keeps_stiefel_kernels_orthonormal_through_the_loop(tmp_p
                                        atol=1e-5, rtol=0)
             checked += 1
     assert checked == 2
+
+
+def test_subset_trains_on_a_stratified_seeded_slice(tmp_path, capsys):
+    from cnnlab.data import load_data
+    from cnnlab.data.dataset import train_subset
+
+    train = load_data("digits").train
+    part = train_subset(train, 300, 10, seed=1)
+    counts = part.counts(10)
+    assert abs(len(part) - 300) <= 10 and min(counts) >= 25 and max(counts) <= 35
+    assert torch.equal(part.labels, train_subset(train, 300, 10, seed=1).labels)
+    assert train_subset(train, 10**6, 10, seed=1) is train
+    cnnlab.train(out=str(tmp_path / "sub"), subset=200, epochs=1, precision="fp32",
+                 progress=False)
+    err = capsys.readouterr().err
+    n = len(train_subset(train, 200, 10, seed=0))
+    assert f": {n} train / " in err and "subset: 200" in (tmp_path / "sub/config.yaml").read_text()

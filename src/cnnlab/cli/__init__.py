@@ -19,7 +19,8 @@ from typing import Any
 from ..errors import CnnlabError
 
 # One module per command group; each defines register(subparsers).
-COMMAND_MODULES = ["train", "data", "zoo", "report", "explain", "attack", "perf", "transfer"]
+COMMAND_MODULES = ["train", "data", "zoo", "report", "explain", "attack", "perf", "transfer",
+                   "classic"]
 
 DESCRIPTION = """\
 cnnlab — train, evaluate and explain the classic deep CNNs on an ordinary machine.

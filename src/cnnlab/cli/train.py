@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--val-fraction", type=float, help="held-out share per class: the test split "
                    "where the data has none, else a validation split from train")
     g.add_argument("--image-size", type=int, help="resize images to N×N")
+    g.add_argument("--subset", type=int, metavar="N", help="train on N training images, the same "
+                   "share of every class (seeded): quick experiments on a big data set")
     g.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (counted)")
     g.add_argument("--augment", nargs="+", metavar="OP", help="batched augmentation ops, e.g. "
                    "crop:4 flip translate:2 affine:10,0.1,5 color:0.1 cutout:8")

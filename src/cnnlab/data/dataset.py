@@ -98,3 +98,23 @@ def stratified_split(labels: torch.Tensor, fraction: float,
         held.append(idx[:n_held])
         keep.append(idx[n_held:])
     return torch.cat(keep).sort().values, torch.cat(held).sort().values
+
+
+def train_subset(split: Split, n: int, num_classes: int, seed: int) -> Split:
+    """``n`` images of ``split``, the same share of every class, seeded.
+
+    Why: quick experiments (the degradation curves, a learning-rate sweep) on a fixed slice of a
+    big training set; stratified so class balance — and so accuracy — is comparable with the full
+    set. Each class keeps at least one image; ``n`` ≥ the split's size returns it unchanged.
+    """
+    if n >= len(split):
+        return split
+    gen = torch.Generator().manual_seed(seed)
+    fraction = n / len(split)
+    keep = []
+    for c in range(num_classes):
+        idx = torch.nonzero(split.labels == c).flatten()
+        if len(idx):
+            idx = idx[torch.randperm(len(idx), generator=gen)]
+            keep.append(idx[: max(1, round(len(idx) * fraction))])
+    return split.subset(torch.cat(keep).sort().values)

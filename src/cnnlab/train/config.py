@@ -27,6 +27,7 @@ class TrainConfig:
     data: str = "digits"
     data_dir: str | None = None
     val_fraction: float | None = None
+    subset: int | None = None  # train on N images of the training split, stratified, seeded
     image_size: int | None = None
     skip_corrupt: bool = False
     epochs: int = 30
@@ -74,6 +75,7 @@ class TrainConfig:
             (self.val_fraction is None or 0 < self.val_fraction < 1,
              "--val-fraction must be between 0 and 1"),
             (self.image_size is None or self.image_size >= 1, "--image-size must be ≥ 1"),
+            (self.subset is None or self.subset >= 1, "--subset must be at least 1 image"),
             (self.threads is None or self.threads >= 1, "--threads must be ≥ 1"),
             (self.adv in (None, "fgsm", "pgd"), f"--adv must be fgsm or pgd, got '{self.adv}'"),
             (0 <= self.adv_eps <= 1, f"--adv-eps must be in [0, 1] (pixels), got {self.adv_eps}"),

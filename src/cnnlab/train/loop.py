@@ -25,7 +25,7 @@ from torch import nn
 from .. import __version__
 from ..attack.training import adversarial_batch, robust_accuracy
 from ..data import Loader, build_augment, fit_normalization, load_data
-from ..data.dataset import Dataset
+from ..data.dataset import Dataset, train_subset
 from ..errors import ConfigError, TrainingError
 from ..evaluate.metrics import autocast, classification_metrics, predict_logits, topk_accuracy
 from ..models import create_model, resolve_name
@@ -40,7 +40,7 @@ from .progress import Progress, log
 FROZEN_ON_RESUME = ("model", "data", "epochs", "batch_size", "optimizer", "lr", "momentum",
                     "nesterov", "weight_decay", "schedule", "warmup_epochs", "step_size", "gamma",
                     "label_smoothing", "augment", "norm", "model_kwargs", "seed", "val_fraction",
-                    "image_size", "adv", "adv_eps", "adv_steps", "adv_step_size")
+                    "subset", "image_size", "adv", "adv_eps", "adv_steps", "adv_step_size")
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "eval_split", "eval_loss", "eval_acc",
                  "epoch_seconds", "images_per_s", "robust_acc"]
 
@@ -125,6 +125,8 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
 
     data = load_data(cfg.data, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
                      seed=cfg.seed, image_size=cfg.image_size, skip_corrupt=cfg.skip_corrupt)
+    if cfg.subset:
+        data.train = train_subset(data.train, cfg.subset, data.num_classes, cfg.seed)
     eval_name = "val" if data.val is not None else "test"
     eval_split = data.val if data.val is not None else data.test
     if len(data.train) < 1:

@@ -114,11 +114,19 @@ def create_model(name: str, **kwargs: Any) -> Any:
     """Build a model by name. ``kwargs`` go to the builder (num_classes, in_chans, input_size, ...).
 
     Options a builder does not know are a user error (a typo in a config file), not a crash.
+    ``binary="bnn"|"xnor"`` works for every model: it binarizes the built net
+    (:mod:`cnnlab.models.binary`).
     """
     spec = get_spec(name)
+    binary = kwargs.pop("binary", False)
     try:
-        return spec.builder(**kwargs)
+        model = spec.builder(**kwargs)
     except TypeError as exc:
         if "unexpected keyword" in str(exc) or "positional argument" in str(exc):
             raise ModelError(f"model '{spec.name}' does not take these options: {exc}") from exc
         raise
+    if binary:
+        from .binary import binarize
+
+        binarize(model, binary)
+    return model

@@ -117,7 +117,7 @@ def _compile(model: nn.Module, example: torch.Tensor, timeout: float, *, freeze:
     return _bounded(build, timeout, "compile")
 
 
-def _int8_static(model: nn.Module, calib: torch.Tensor, example: torch.Tensor, timeout: float):
+def int8_static(model: nn.Module, calib: torch.Tensor, example: torch.Tensor, timeout: float):
     """PT2E int8 (x86 Inductor quantizer, calibrated on ``calib``) compiled with freezing."""
     import logging
 
@@ -206,7 +206,7 @@ def bench_infer(run_dir: str | Path, *, batch_sizes: list[int] | tuple[int, ...]
                          note if fn is not None else f"skipped: {why}"))
     if int8:
         calib, _ = calibration_images(run, model)
-        fn, note = _int8_static(model, calib, example, compile_timeout)
+        fn, note = int8_static(model, calib, example, compile_timeout)
         runtimes.append(("int8 static", no_grad(fn) if fn is not None else None, note))
     try:
         with warnings.catch_warnings():

@@ -29,6 +29,7 @@ from ..data.dataset import Dataset, train_subset
 from ..errors import ConfigError, TrainingError
 from ..evaluate.metrics import autocast, classification_metrics, predict_logits, topk_accuracy
 from ..models import create_model, resolve_name
+from ..models.binary import enforce_binary_constraints
 from ..perf.hardware import choose_precision, machine_info
 from . import checkpoint as ckpt
 from . import distributed as dist_
@@ -169,6 +170,7 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
     compiled = torch.compile(model) if cfg.compile else model
     net = dist_.wrap(compiled, info)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    binary = bool(getattr(model, "binary", None))
     if info.is_main:
         log(f"training {resolve_name(cfg.model)} on {data.name}: {len(data.train)} train / "
             f"{len(eval_split)} {eval_name} images {list(data.image_shape)}, "
@@ -200,6 +202,8 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if binary:  # BNN: latent weights stay in [-1, 1], where the STE passes gradient
+                enforce_binary_constraints(model)
             scheduler.step()
             n = y.shape[0]
             loss_sum += loss.item() * n

@@ -172,12 +172,16 @@ class ResNet(CnnlabModel):
 
 def resnet(*, depth: int = 50, shortcut: str = "B", num_classes: int = 1000, in_chans: int = 3,
            input_size=(224, 224), norm: str = "standardize",
-           zero_init_residual: bool = False) -> ResNet:
-    """ImageNet ResNet of Table 1 (``shortcut="none"`` gives the plain net)."""
+           zero_init_residual: bool = False, stem: str = "imagenet") -> ResNet:
+    """ImageNet ResNet of Table 1 (``shortcut="none"`` gives the plain net).
+
+    ``stem="cifar"`` (a 3×3 conv, no max-pool) gives the common CIFAR-size form of the same
+    stages — ResNet-18 at 32×32: 11.17 M params, 0.56 G mult-adds — used to compare training
+    throughput with the speed-run nets (``--model-arg stem=cifar``)."""
     if depth not in IMAGENET_LAYERS:
         raise ValueError(f"ImageNet ResNet depth must be one of {sorted(IMAGENET_LAYERS)}")
     block, layers = IMAGENET_LAYERS[depth]
-    return ResNet(block=block, layers=layers, widths=IMAGENET_WIDTHS, stem="imagenet",
+    return ResNet(block=block, layers=layers, widths=IMAGENET_WIDTHS, stem=stem,
                   shortcut=shortcut, num_classes=num_classes, in_chans=in_chans,
                   input_size=input_size, norm=norm, zero_init_residual=zero_init_residual)
 

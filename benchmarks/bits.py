@@ -1,7 +1,7 @@
 """Accuracy versus bits (the speed issue's "Fewer bits"): 32 / 16 / 8 / 1 on MNIST and cifar10-jpeg.
 
-    python benchmarks/bits.py mnist            # vgg-small on MNIST, 2 seeds
-    python benchmarks/bits.py cifar10          # vgg-small on a 10k-image cifar10-jpeg subset
+    python benchmarks/bits.py mnist            # vgg-small, 20k-image MNIST subset, 2 seeds
+    python benchmarks/bits.py cifar10 --seeds 1   # vgg-small, 10k-image cifar10-jpeg subset
     python benchmarks/bits.py all --smoke      # seconds on digits: checks the script only
 
 One net (``vgg-small``), one recipe per data set, the same seeds for every row:
@@ -41,7 +41,7 @@ from common import SHARED, mean_std, save_result, write_results_md  # noqa: E402
 TASKS = {
     "mnist": dict(model="vgg-small", data="mnist", data_dir=str(SHARED), optimizer="sgd",
                   nesterov=True, lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128,
-                  epochs=3, label_smoothing=0.1),
+                  epochs=4, subset=20000, label_smoothing=0.1),
     "cifar10": dict(model="vgg-small", data=str(SHARED / "cifar10-jpeg"), optimizer="sgd",
                     nesterov=True, lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128,
                     epochs=12, subset=10000, label_smoothing=0.1, augment=["crop:4", "flip"]),

@@ -102,8 +102,10 @@ def write_results_md() -> None:
         for line in r.get("summary_rows", []):
             rows.append([line.get("task", r["benchmark"]), line.get("what", ""),
                          line.get("figure", ""), line.get("baseline", ""),
-                         r["machine"]["cpu_kind"], r["date"], path.name])
-    head = ["task", "what", "cnnlab", "plain-PyTorch baseline (same run)", "CPU kind", "date",
+                         f"{r['machine']['cpu_kind']}, {r['machine'].get('threads', '?')} thr",
+                         r["date"], path.name])
+    head = ["task", "what", "cnnlab", "plain-PyTorch baseline (same run)", "CPU kind, threads",
+            "date",
             "file"]
     table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     table += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

@@ -27,12 +27,8 @@ from cnnlab.evaluate.report import REPORT, SECTIONS, write_report
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("report-run") / "run"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CNNLAB_DATA", str(tmp_path_factory.getbasetemp() / "cnnlab-cache"))
-        cnnlab.train(epochs=2, precision="fp32", progress=False, out=str(out))
-    return out
+def run_dir(tiny_run: Path) -> Path:
+    return tiny_run
 
 
 class _Collect(HTMLParser):

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import cnnlab
 from cnnlab.cli import main
 
 METHOD_KEYS = {
@@ -25,12 +24,8 @@ METHOD_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("explain-run") / "run"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CNNLAB_DATA", str(tmp_path_factory.getbasetemp() / "cnnlab-cache"))
-        cnnlab.train(epochs=1, precision="fp32", progress=False, out=str(out))
-    return out
+def run_dir(tiny_run: Path) -> Path:
+    return tiny_run
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -106,12 +106,8 @@ def test_unknown_model_suggests(capsys):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    import cnnlab
-
-    out = tmp_path_factory.mktemp("perf") / "run"
-    cnnlab.train(epochs=1, precision="fp32", progress=False, out=str(out))
-    return out
+def run_dir(tiny_run):
+    return tiny_run
 
 
 def _no_temp_files(folder):

@@ -8,6 +8,7 @@ import sys
 import yaml
 
 from ..errors import ConfigError
+from ..train.presets import describe_presets
 
 TRAIN_EPILOG = """\
 examples:
@@ -19,7 +20,8 @@ examples:
   cnnlab train --resume runs/<run>               continue an interrupted run
   torchrun --nproc_per_node=2 -m cnnlab train    the same run on 2 processes (DDP)
 
-Config precedence: defaults < --config FILE.yaml < flags. --print-config shows the result.
+Config precedence: defaults < --preset NAME < --config FILE.yaml < flags. --print-config shows
+the result; --preset list describes every preset and why it makes each choice.
 """
 
 
@@ -33,7 +35,8 @@ def _model_arg(text: str) -> tuple[str, object]:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model and save a run directory",
                        description="Train a CNN end to end: data → model → run directory "
-                       "(weights, metrics, config, report).", epilog=TRAIN_EPILOG,
+                       "(weights, metrics, config, report).",
+                       epilog=TRAIN_EPILOG + "\npresets (--preset NAME):\n" + describe_presets(),
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        argument_default=argparse.SUPPRESS)
     p.add_argument("model", nargs="?", help="model name (see `cnnlab zoo`); default simple-cnn")
@@ -87,6 +90,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     r.add_argument("--init-from", metavar="RUN_DIR", help="start from these weights (new run)")
     r.add_argument("--config", metavar="FILE.yaml", help="config file; flags override it")
+    r.add_argument("--preset", metavar="NAME", help="a named recipe under the config file and "
+                   "flags (below); `--preset list` describes them")
+    r.add_argument("--no-report", dest="report", action="store_false",
+                   help="do not write report.html after training (`cnnlab report RUN` later)")
     r.add_argument("--print-config", action="store_true", help="print the resolved config, exit")
     r.add_argument("--json", action="store_true", help="print one JSON result on stdout")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -126,6 +133,11 @@ def run_train(args: argparse.Namespace) -> int:
     from ..train import make_config, read_config_file, train
     from . import emit_json, print_table
 
+    if getattr(args, "preset", None) == "list":
+        from ..train.presets import describe_presets
+
+        print(describe_presets(long=True))
+        return 0
     overrides = train_overrides(args)
     resume = getattr(args, "resume", None)
     file_cfg = read_config_file(args.config) if getattr(args, "config", None) else {}

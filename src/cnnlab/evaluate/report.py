@@ -310,13 +310,13 @@ def _mistakes(ctx: dict, count: int = 16) -> str:
     titles = []
     for i in order.tolist():
         t, p = int(labels[i]), int(pred[i])
-        titles.append(f"#{i} true {ev.classes[t][:10]} ({probs[i, t]:.2f})\n"
-                      f"pred {ev.classes[p][:10]} ({probs[i, p]:.2f})")
+        # three short lines: a caption wider than its tile would run into the next one
+        titles.append(f"#{i}\ntrue {ev.classes[t][:8]} {probs[i, t]:.2f}\n"
+                      f"pred {ev.classes[p][:8]} {probs[i, p]:.2f}")
     fig = image_grid(images, titles, ncols=min(8, len(order)), cell=1.2)
     return (figure(fig, "most confidently wrong test images") +
             f'<p class="note">{len(order)} of {len(wrong)} misclassified test images, most '
-            "confident first; in brackets the probability of the true and the predicted "
-            "class.</p>")
+            "confident first, with the probability of the true and of the predicted class.</p>")
 
 
 def _filters(ctx: dict) -> str:

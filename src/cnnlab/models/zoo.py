@@ -10,6 +10,7 @@ from . import (  # noqa: F401
     resnet,
     ror,
     simple,
+    speedrun,
     vgg,
     wide_resnet,
 )

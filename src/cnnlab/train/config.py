@@ -58,6 +58,8 @@ class TrainConfig:
     adv_eps: float = 0.3  # its L∞ budget in [0, 1] pixel units (0.3 MNIST, 8/255 CIFAR)
     adv_steps: int = 7  # PGD steps (pgd only)
     adv_step_size: float | None = None  # default 2.5·eps/steps (pgd), 1.25·eps (fgsm)
+    preset: str | None = None  # a named recipe (train/presets.py), layered under file and flags
+    report: bool = True  # write report.html after training (`cnnlab report RUN` does it later)
 
     def validate(self) -> TrainConfig:
         """Raise ConfigError for impossible values; returns self so calls chain."""
@@ -107,7 +109,11 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
 def make_config(*layers: dict[str, Any] | None) -> TrainConfig:
-    """Merge dicts left to right over the defaults; unknown keys raise with a suggestion."""
+    """Merge dicts left to right over the defaults; unknown keys raise with a suggestion.
+
+    A ``preset`` named in any layer (the last one wins) slides in just above the defaults:
+    defaults < preset < the layers, so a config file or a flag overrides a preset's value.
+    """
     merged: dict[str, Any] = {}
     for layer in layers:
         for key, value in (layer or {}).items():
@@ -115,6 +121,10 @@ def make_config(*layers: dict[str, Any] | None) -> TrainConfig:
             if norm_key not in FIELDS:
                 raise ConfigError(f"unknown config key '{key}'{did_you_mean(norm_key, FIELDS)}")
             merged[norm_key] = value
+    if merged.get("preset"):
+        from .presets import preset_config
+
+        merged = {**preset_config(str(merged["preset"])), **merged}
     if isinstance(merged.get("augment"), str):
         # "crop:4 flip" or "crop:4+flip" (commas separate an op's own arguments)
         merged["augment"] = merged["augment"].replace("+", " ").split()

@@ -177,6 +177,7 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
             f"{data.num_classes} classes, {precision}, {cfg.epochs} epochs"
             + (f", resuming after epoch {start_epoch}" if start_epoch else ""))
 
+    last_logits = None  # the latest epoch's eval logits: the final test reuses them if it can
     for epoch in range(start_epoch, cfg.epochs):
         _seed_epoch(cfg, epoch, info.rank)
         loader.set_epoch(epoch)
@@ -216,6 +217,7 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
         train_seconds += epoch_s
         logits = predict_logits(model, eval_split, batch_size=cfg.eval_batch_size,
                                 precision=precision, channels_last=cfg.channels_last)
+        last_logits = logits
         eval_loss = nn.functional.cross_entropy(logits, eval_split.labels).item()
         row = {"epoch": epoch + 1, "lr": round(optimizer.param_groups[0]["lr"], 8),
                "train_loss": round(loss_sum / max(seen, 1), 5),
@@ -242,8 +244,11 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
                 "train_seconds": train_seconds, "config": cfg.to_dict()})
         dist_.barrier(info)
 
-    test_logits = predict_logits(model, data.test, batch_size=cfg.eval_batch_size,
-                                 precision=precision, channels_last=cfg.channels_last)
+    if last_logits is not None and eval_split is data.test:
+        test_logits = last_logits  # the last epoch already ran these weights on the test split
+    else:
+        test_logits = predict_logits(model, data.test, batch_size=cfg.eval_batch_size,
+                                     precision=precision, channels_last=cfg.channels_last)
     test = classification_metrics(test_logits, data.test.labels, data.classes)
     if info.is_main:
         meta = model_meta(cfg, data, {"epoch": cfg.epochs, "precision": precision,
@@ -251,7 +256,8 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
                                                   "test_top5": test["top5"],
                                                   "train_seconds": round(train_seconds, 3)}})
         ckpt.save_model(run_dir, model, meta)
-        _after_training(run_dir)
+        if cfg.report:
+            _after_training(run_dir)
     dist_.cleanup(info)
     if not math.isfinite(test["loss"]):
         raise TrainingError("the trained model's test loss is not finite")

@@ -56,6 +56,8 @@ def train_or_reuse(task: str, args) -> tuple[str, dict]:
         cfg["adv"] = args.adv
     if args.adv_steps and task == "mnist-adv":
         cfg["adv_steps"] = args.adv_steps
+    if args.adv_step_size and task == "mnist-adv":
+        cfg["adv_step_size"] = args.adv_step_size
     if args.epochs:
         cfg["epochs"] = args.epochs
     if args.smoke:
@@ -140,6 +142,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="override the task's training epochs")
     parser.add_argument("--adv", choices=["fgsm", "pgd"], help="mnist-adv: training attack")
     parser.add_argument("--adv-steps", type=int, help="mnist-adv: PGD steps in training")
+    parser.add_argument("--adv-step-size", type=float, help="mnist-adv: PGD step in training")
     parser.add_argument("--patch-target", default="0", help="cifar10 patch target class")
     args = parser.parse_args()
     if args.run and args.task == "all":

@@ -78,7 +78,7 @@ def test_no_report_leaves_no_report_html(tmp_path, capsys):
 
 def test_speednet_is_small_and_size_agnostic():
     model = create_model("mnist-speednet")
-    assert count_macs(model, (1, 28, 28)) < 8e6  # the preset's budget: see models/speedrun.py
+    assert 3e6 < count_macs(model, (1, 28, 28)) < 5e6  # the preset's budget: models/speedrun.py
     for size in [(8, 8), (28, 28), (32, 32)]:
         net = create_model("speednet", input_size=size, num_classes=7)
         assert net(torch.rand(2, 1, *size)).shape == (2, 7)

@@ -41,7 +41,8 @@ from .progress import Progress, log
 FROZEN_ON_RESUME = ("model", "data", "epochs", "batch_size", "optimizer", "lr", "momentum",
                     "nesterov", "weight_decay", "schedule", "warmup_epochs", "step_size", "gamma",
                     "label_smoothing", "augment", "norm", "model_kwargs", "seed", "val_fraction",
-                    "subset", "image_size", "adv", "adv_eps", "adv_steps", "adv_step_size")
+                    "subset", "image_size", "adv", "adv_eps", "adv_steps", "adv_step_size",
+                    "preset")
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "eval_split", "eval_loss", "eval_acc",
                  "epoch_seconds", "images_per_s", "robust_acc"]
 

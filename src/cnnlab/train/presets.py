@@ -27,21 +27,26 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset(
         "mnist-speedrun",
         "MNIST to >= 99.5 % test accuracy in the least wall time on a 2-core CPU",
-        "The MNIST speed-run (project issue 5): the small mnist-speednet (a stride-2 5x5 stem, "
-        "two conv-BN-ReLU-max-pool stages, global max-pool, one linear layer; ~7.4 M "
-        "multiply-adds per image) trained for 2 epochs. BatchNorm after every conv lets SGD "
-        "with Nesterov momentum run at a high peak learning rate; the onecycle schedule (short "
-        "linear warm-up, linear decay to zero) is what makes so few epochs enough, because the "
-        "last steps at a small lr are the ones that settle the weights. Batch 256 keeps the "
-        "per-step overhead of a small net low without hurting 2-epoch accuracy. Label smoothing "
-        "0.1 and random translation by up to 2 px (zero fill) are the cheap regularizers that "
-        "pay in so short a run; heavier augmentation (rotation, scale) costs more in epochs than "
-        "it gives. Precision comes from the hardware (--precision auto: bf16 only where it is "
-        "native and measured faster), and no HTML report is written, as it would cost seconds "
-        "of the budget (`cnnlab report RUN` writes it later).",
-        {"model": "mnist-speednet", "data": "mnist", "epochs": 2, "batch_size": 256,
+        "The MNIST speed-run (project issue 5): mnist-speednet (a stride-2 5x5 stem, one 3x3 "
+        "conv at 14x14, then conv 64 and conv 128 at 7x7 and 4x4, each conv followed by "
+        "max-pool/BN/ReLU, a flattened 4x4 head; 4.1 M multiply-adds per image, see "
+        "models/speedrun.py) trained for 3 epochs. SGD with Nesterov momentum 0.9 at a peak lr "
+        "of 0.2 with BatchNorm after every conv; the onecycle schedule (warm-up over 0.2 epoch, "
+        "then linear decay to zero) is what makes 3 epochs enough: test accuracy jumps by "
+        "0.2-0.3 points in the last epoch, as the lr anneals. Batch 64: more steps per epoch "
+        "learn faster in so short a run (after 2 epochs batch 256 at lr 0.4 was ~0.4 points "
+        "below 128 at lr 0.2, and 128 ~0.1 below 64), and on a CPU a step of 64 images costs "
+        "the same per image as one of 128. Label smoothing 0.1, weight decay 5e-4 (not on BN "
+        "and biases) and random translation by up to 2 px (zero fill) are the cheap "
+        "regularizers; test-time augmentation (averaging 5 or 9 views shifted by 1 px) gained "
+        "only 0.03-0.07 points, inside the seed-to-seed spread, so it is left out. Measured "
+        "at 1 thread: 99.59 and 99.55 % test accuracy after 3 epochs (seeds 0 and 1). "
+        "Precision comes from the hardware (--precision auto: bf16 only where it is native and "
+        "measured faster), and no HTML report is written: it would cost seconds of the budget "
+        "(`cnnlab report RUN` writes it later).",
+        {"model": "mnist-speednet", "data": "mnist", "epochs": 3, "batch_size": 64,
          "optimizer": "sgd", "nesterov": True, "momentum": 0.9, "lr": 0.2, "weight_decay": 5e-4,
-         "schedule": "onecycle", "warmup_epochs": 0.3, "label_smoothing": 0.1,
+         "schedule": "onecycle", "warmup_epochs": 0.2, "label_smoothing": 0.1,
          "augment": ["translate:2"], "norm": "standardize", "precision": "auto",
          "channels_last": True, "eval_batch_size": 1000, "report": False},
     ),

@@ -203,3 +203,26 @@ def test_subset_trains_on_a_stratified_seeded_slice(tmp_path, capsys):
     err = capsys.readouterr().err
     n = len(train_subset(train, 200, 10, seed=0))
     assert f": {n} train / " in err and "subset: 200" in (tmp_path / "sub/config.yaml").read_text()
+
+
+def test_image_size_h_w_and_channels_reach_the_model(tmp_path):
+    from cnnlab.cli import main
+
+    out = tmp_path / "rgb"
+    assert main(["train", "--epochs", "1", "--image-size", "10,12", "--channels", "3",
+                 "--precision", "fp32", "--out", str(out), "--no-progress", "--no-report"]) == 0
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["input_size"] == [10, 12] and meta["in_chans"] == 3
+    assert cnnlab.evaluate(out)["accuracy"] > 0.1  # reloads with the same conversion
+
+
+@pytest.mark.parametrize("flags", [["--image-size", "0"], ["--image-size", "3,4,5"],
+                                   ["--channels", "2"]])
+def test_bad_image_size_or_channels_is_one_line(flags, capsys):
+    from cnnlab.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        code = main(["train", "--epochs", "1", *flags])
+        raise SystemExit(code)
+    assert exc.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err

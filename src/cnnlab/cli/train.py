@@ -25,6 +25,16 @@ the result; --preset list describes every preset and why it makes each choice.
 """
 
 
+def _image_size(text: str) -> int | list[int]:
+    """``N`` or ``H,W`` → N or [H, W]; argparse turns the ValueError into a usage line."""
+    parts = [int(v) for v in text.replace("x", ",").split(",")]
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return parts
+    raise ValueError(text)
+
+
 def _model_arg(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -47,7 +57,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "~/.cache/cnnlab)")
     g.add_argument("--val-fraction", type=float, help="held-out share per class: the test split "
                    "where the data has none, else a validation split from train")
-    g.add_argument("--image-size", type=int, help="resize images to N×N")
+    g.add_argument("--image-size", type=_image_size, metavar="N|H,W",
+                   help="resize every image to N×N or H×W")
+    g.add_argument("--channels", type=int, choices=(1, 3),
+                   help="convert images to grey (1) or RGB (3), e.g. MNIST for an RGB model")
     g.add_argument("--subset", type=int, metavar="N", help="train on N training images, the same "
                    "share of every class (seeded): quick experiments on a big data set")
     g.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (counted)")

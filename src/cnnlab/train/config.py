@@ -28,7 +28,8 @@ class TrainConfig:
     data_dir: str | None = None
     val_fraction: float | None = None
     subset: int | None = None  # train on N images of the training split, stratified, seeded
-    image_size: int | None = None
+    image_size: int | list[int] | None = None  # N (N×N) or [H, W]
+    channels: int | None = None  # convert images to 1 (grey) or 3 (RGB) channels
     skip_corrupt: bool = False
     epochs: int = 30
     batch_size: int = 64
@@ -76,7 +77,9 @@ class TrainConfig:
             (0 < self.gamma <= 1, "--gamma must be in (0, 1]"),
             (self.val_fraction is None or 0 < self.val_fraction < 1,
              "--val-fraction must be between 0 and 1"),
-            (self.image_size is None or self.image_size >= 1, "--image-size must be ≥ 1"),
+            (_valid_size(self.image_size),
+             f"--image-size must be N or H,W with positive integers, got {self.image_size}"),
+            (self.channels in (None, 1, 3), f"--channels must be 1 or 3, got {self.channels}"),
             (self.subset is None or self.subset >= 1, "--subset must be at least 1 image"),
             (self.threads is None or self.threads >= 1, "--threads must be ≥ 1"),
             (self.adv in (None, "fgsm", "pgd"), f"--adv must be fgsm or pgd, got '{self.adv}'"),
@@ -103,6 +106,15 @@ class TrainConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _valid_size(size: Any) -> bool:
+    if size is None:
+        return True
+    if isinstance(size, int) and not isinstance(size, bool):
+        return size >= 1
+    return (isinstance(size, (list, tuple)) and len(size) == 2
+            and all(isinstance(v, int) and v >= 1 for v in size))
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}

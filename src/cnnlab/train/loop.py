@@ -41,8 +41,8 @@ from .progress import Progress, log
 FROZEN_ON_RESUME = ("model", "data", "epochs", "batch_size", "optimizer", "lr", "momentum",
                     "nesterov", "weight_decay", "schedule", "warmup_epochs", "step_size", "gamma",
                     "label_smoothing", "augment", "norm", "model_kwargs", "seed", "val_fraction",
-                    "subset", "image_size", "adv", "adv_eps", "adv_steps", "adv_step_size",
-                    "preset")
+                    "subset", "image_size", "channels", "adv", "adv_eps", "adv_steps",
+                    "adv_step_size", "preset")
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "eval_split", "eval_loss", "eval_acc",
                  "epoch_seconds", "images_per_s", "robust_acc"]
 
@@ -93,6 +93,10 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> tuple[Train
     return make_config(saved.to_dict(), allowed), state
 
 
+def _size(size: int | list[int] | None) -> int | tuple[int, int] | None:
+    return tuple(size) if isinstance(size, (list, tuple)) else size  # type: ignore[return-value]
+
+
 def _seed_epoch(cfg: TrainConfig, epoch: int, rank: int) -> None:
     torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + rank)
 
@@ -126,7 +130,8 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
     precision = choose_precision(cfg.precision)
 
     data = load_data(cfg.data, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
-                     seed=cfg.seed, image_size=cfg.image_size, skip_corrupt=cfg.skip_corrupt)
+                     seed=cfg.seed, image_size=_size(cfg.image_size), channels=cfg.channels,
+                     skip_corrupt=cfg.skip_corrupt)
     if cfg.subset:
         data.train = train_subset(data.train, cfg.subset, data.num_classes, cfg.seed)
     eval_name = "val" if data.val is not None else "test"

@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..attack.training import adversarial_batch, robust_accuracy
 from ..data import Loader, build_augment, fit_normalization, load_data
 from ..data.dataset import Dataset, train_subset
 from ..errors import ConfigError, TrainingError
@@ -176,6 +175,8 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
     compiled = torch.compile(model) if cfg.compile else model
     net = dist_.wrap(compiled, info)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    if cfg.adv:  # imported only when asked for: plain training does not load the attack code
+        from ..attack.training import adversarial_batch, robust_accuracy
     binary = bool(getattr(model, "binary", None))
     if info.is_main:
         log(f"training {resolve_name(cfg.model)} on {data.name}: {len(data.train)} train / "

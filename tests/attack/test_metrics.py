@@ -55,3 +55,16 @@ def test_nothing_eligible_is_none_not_zero():
     m = attack_metrics(x, x, torch.tensor([0, 0]), wrong, wrong)
     assert m["success_rate"] is None and m["mean_confidence_new_label"] is None
     assert m["clean_accuracy"] == 0.0
+
+
+def test_gallery_shows_successes_across_classes_not_the_target_class():
+    from cnnlab.attack.gallery import gallery_indices
+
+    y = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2, 3, 3])  # a class-sorted split
+    clean = y.clone()
+    adv = torch.tensor([0, 0, 0, 0, 0, 1, 0, 2, 0, 3])  # targeted at 0: hits on 4, 6, 8
+    pick = gallery_indices(y, clean, adv, target=0, n=5).tolist()
+    assert pick[:3] == [4, 6, 8]  # successes first, one per class
+    assert set(pick[3:]) == {5, 7}  # then the other eligible images, never class 0 first
+    untargeted = gallery_indices(y, clean, torch.tensor([1, 0, 0, 0, 0, 1, 2, 2, 3, 3]), n=3)
+    assert untargeted.tolist() == [0, 4, 1]

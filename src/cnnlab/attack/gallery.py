@@ -26,6 +26,29 @@ def amplify(delta: torch.Tensor) -> tuple[torch.Tensor, float]:
     return (0.5 + gain * delta).clamp(0, 1), 2 * gain
 
 
+def gallery_indices(y: torch.Tensor, clean_pred: torch.Tensor, adv_pred: torch.Tensor,
+                    target: int | None = None, n: int = 8) -> torch.Tensor:
+    """Which images a gallery shows: the attack's successes first (then the other correctly
+    classified, eligible images, then the rest), taking classes in turn so a class-sorted test
+    split does not fill the gallery with one class; for a targeted attack never the target's
+    own images while others exist."""
+    eligible = clean_pred == y
+    if target is not None:
+        eligible &= y != target
+    success = eligible & ((adv_pred == target) if target is not None else (adv_pred != y))
+    ranked: list[int] = []
+    for group in (success, eligible & ~success, ~eligible):
+        by_class: dict[int, list[int]] = {}
+        for i in torch.nonzero(group).flatten().tolist():
+            by_class.setdefault(int(y[i]), []).append(i)
+        queues = [by_class[c] for c in sorted(by_class)]
+        while any(queues):
+            for q in queues:
+                if q:
+                    ranked.append(q.pop(0))
+    return torch.tensor(ranked[:n], dtype=torch.long)
+
+
 def save_gallery(path: str | Path, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
                  clean_probs: torch.Tensor, adv_probs: torch.Tensor, classes: list[str], *,
                  n: int = 8, title: str = "") -> Path:

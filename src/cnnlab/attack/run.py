@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .eot import TransformDist, compare_under_transforms, eot_pgd
-from .gallery import save_gallery
+from .gallery import gallery_indices, save_gallery
 from .gradient import NORMS, check_budget, check_steps
 from .metrics import attack_metrics, predict_probs
 from .patch import apply_patch, check_patch_size, patch_curve, placement_theta
@@ -274,9 +274,13 @@ def _write_outputs(result: dict, out_dir: Path, model, x, x_adv, y, classes, bat
                  + (f" {result['norm']} ε={result['eps']:.4g}" if "eps" in result else "")
                  + (f" side {result['patch_size']:g}" if "patch_size" in result else "")
                  + (f" → {result['target_class']}" if result["target_class"] else ""))
+        clean, adv = predict_probs(model, x, batch_size), predict_probs(model, x_adv, batch_size)
+        name = result["target_class"]
+        pick = gallery_indices(y, clean.argmax(1), adv.argmax(1),
+                               None if name is None else classes.index(name))
         files["gallery"] = str(save_gallery(
-            out_dir / "gallery.png", x, x_adv, y, predict_probs(model, x, batch_size),
-            predict_probs(model, x_adv, batch_size), classes, title=title))
+            out_dir / "gallery.png", x[pick], x_adv[pick], y[pick], clean[pick], adv[pick],
+            classes, title=title))
     if "curve" in result:
         key = result["curve_key"]
         files["curve_json"] = str(out_dir / "curve.json")

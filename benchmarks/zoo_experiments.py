@@ -139,11 +139,11 @@ def task_research(args) -> tuple[dict, list[dict]]:
     sq, hx = out["kinds"]["square"], out["kinds"]["hex"]
     rows.append({"task": "zoo research layer", "what": "research-cifar (32-32/64-64/128-128), "
                  f"quasi-hexagonal vs square 3×3 kernels, {len(seeds)} seeds, 5k-image subset, "
-                 "10 epochs: test accuracy mean ± std (params)",
+                 "10 epochs: test accuracy mean ± std (trainable weights that can move)",
                  "figure": f"hex {100 * hx['test_accuracy']['mean']:.2f} ± "
-                           f"{100 * hx['test_accuracy']['std']:.2f} % ({hx['params']:,})",
+                           f"{100 * hx['test_accuracy']['std']:.2f} % ({hx['free_params']:,})",
                  "baseline": f"square {100 * sq['test_accuracy']['mean']:.2f} ± "
-                             f"{100 * sq['test_accuracy']['std']:.2f} % ({sq['params']:,})"})
+                             f"{100 * sq['test_accuracy']['std']:.2f} % ({sq['free_params']:,})"})
     return out, rows
 
 

@@ -43,7 +43,7 @@ RECIPE = dict(data=CIFAR, optimizer="sgd", nesterov=True, lr=0.1, momentum=0.9,
 # batch 64 (lr 0.05, the paper's 0.1 at 128 scaled linearly) and 2 warm-up epochs: twice the
 # steps of batch 128 for the same images, and the deep nets get past their unstable first steps
 # (He et al. warm up ResNet-110 the same way)
-DEGRADATION = dict(RECIPE, subset=4000, epochs=15, batch_size=64, lr=0.05, warmup_epochs=2)
+DEGRADATION = dict(RECIPE, subset=4000, epochs=25, batch_size=64, lr=0.05, warmup_epochs=2)
 DEPTHS = ["plain20", "plain56", "resnet20", "resnet56"]
 RESEARCH = dict(RECIPE, subset=5000, epochs=10,
                 model_kwargs={"cfg": [32, 32, "M", 64, 64, "M", 128, 128, "M"]})
@@ -102,7 +102,7 @@ def task_degradation(args) -> tuple[dict, list[dict]]:
         for fam in ("plain", "resnet"):
             shallow, deep = f"{fam}20", f"{fam}56"
             rows.append({"task": "zoo degradation", "what": f"{shallow} vs {deep}: training error "
-                         "(mean of last 3 epochs) / test accuracy; 4k-image subset, 15 epochs "
+                         "(mean of last 3 epochs) / test accuracy; 4k-image subset, 25 epochs "
                          "(plot: results/zoo-degradation.png)",
                          "figure": f"{err(shallow, 'train_acc'):.1f} % vs "
                                    f"{err(deep, 'train_acc'):.1f} % / "

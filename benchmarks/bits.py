@@ -50,7 +50,7 @@ TASKS = {
 # half as many epochs again, since the straight-through gradient is a noisy one
 BINARY = dict(optimizer="adam", lr=3e-3, weight_decay=0.0, nesterov=False)
 SMOKE = dict(model="simple-cnn", data="digits", epochs=2, batch_size=64, optimizer="adam",
-             lr=3e-3)
+             lr=3e-3, report=False)  # no report.html: a second a run, and not what's checked
 
 
 def train(cfg: dict, out: Path, **kw) -> dict:
@@ -115,7 +115,7 @@ def run_task(task: str, args) -> tuple[dict, list[dict]]:
         spread = f" ± {100 * a['std']:.2f}" if a["n"] > 1 else ""
         return f"{key} {100 * a['mean']:.2f}{spread} % ({summary[key]['weight_kbytes']} KB)"
 
-    what = (f"vgg-small, bits 32/16/8/1: test accuracy (weights), seeds {len(seeds)} for "
+    what = (f"{base['model']}, bits 32/16/8/1: test accuracy (weights), seeds {len(seeds)} for "
             f"fp32/bf16/int8, 1 for binary; {base['epochs']} epochs"
             + (f", {base['subset']}-image subset" if base.get("subset") else "")
             + f" ({epochs} for binary)")

@@ -43,7 +43,7 @@ TASKS = {
                           dict(features="dsift", encoding="vlad"),
                           dict(features="dsift", encoding="fisher")]),
     "smoke": dict(data="digits", data_dir=None, cnn="core-digits.json", label="digits (smoke)",
-                  image_size=16,
+                  image_size=16, max_train=600,
                   runs=[dict(features="hog", encoding="none"),
                         dict(features="dsift", encoding="bovw", codebook_size=32),
                         dict(features="dsift", encoding="vlad", codebook_size=8),

@@ -1,6 +1,7 @@
 """How separable the classes are, stage by stage, in trained runs (the DeCAF finding).
 
     python benchmarks/separability.py RUN [RUN …] [--limit 2000]
+    python benchmarks/separability.py RUN --smoke    # 200 images: checks the script only
 
 For each run: 2,000 seeded test images, global-average-pooled features of every stage of
 ``feature_layers()`` (input pixels first), a logistic-regression probe's accuracy and the Fisher
@@ -10,6 +11,7 @@ ratio per stage — the numbers behind ``cnnlab explain RUN --method separabilit
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -26,7 +28,11 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--limit", type=int, default=2000)
+    parser.add_argument("--smoke", action="store_true",
+                        help="200 test images: checks the script (writes nothing)")
     args = parser.parse_args()
+    if args.smoke:
+        args.limit = min(args.limit, 200)
     results, summary = [], []
     for run in args.runs:
         model = load_model(run)
@@ -43,7 +49,10 @@ def main() -> None:
             "figure": " → ".join(f"{s['name']} {s['probe_accuracy']:.3f} "
                                  f"({s['fisher_ratio']:.2f})" for s in stages),
             "baseline": f"chance {r['chance']:.3f}"})
-        print(summary[-1]["figure"])
+        print(summary[-1]["figure"], file=sys.stderr if args.smoke else sys.stdout)
+    if args.smoke:
+        print(json.dumps({"smoke": True, "runs": results, "summary_rows": summary}))
+        return
     save_result("explain-separability", {"runs": results, "summary_rows": summary})
     write_results_md()
 

@@ -39,7 +39,7 @@ FULL = dict(data=str(SHARED / "cifar10-jpeg"), label="cifar10",
             curve_per_class="50")
 SMOKE = dict(data="digits", label="digits",
              train=dict(model="simple-cnn", model_kwargs={"width": 16}, epochs=2,
-                        precision="fp32"),
+                        precision="fp32", report=False),
              compare=dict(per_class="5,10", seeds=2, epochs=1, freeze_epochs=1, min_steps=5),
              curve_per_class="10")
 

@@ -47,7 +47,8 @@ DEGRADATION = dict(RECIPE, subset=4000, epochs=25, batch_size=64, lr=0.05, warmu
 DEPTHS = ["plain20", "plain56", "resnet20", "resnet56"]
 RESEARCH = dict(RECIPE, subset=5000, epochs=10,
                 model_kwargs={"cfg": [32, 32, "M", 64, 64, "M", 128, 128, "M"]})
-SMOKE = dict(data="digits", epochs=2, batch_size=64, precision="fp32", val_fraction=0.2)
+SMOKE = dict(data="digits", epochs=2, batch_size=64, precision="fp32", val_fraction=0.2,
+             report=False)  # no report.html: a second a run, and not what's checked
 
 
 def train(model: str, cfg: dict, out: Path, **kw) -> dict:
@@ -136,6 +137,8 @@ def task_research(args) -> tuple[dict, list[dict]]:
         acc = mean_std([r["test_accuracy"] for r in runs])
         out["kinds"][conv] = {"params": count_params(net), "free_params": free_params(net),
                               "test_accuracy": acc, "runs": runs}
+    out["summary"] = {conv: {"test_accuracy": k["test_accuracy"]["mean"], "params": k["params"],
+                             "free_params": k["free_params"]} for conv, k in out["kinds"].items()}
     sq, hx = out["kinds"]["square"], out["kinds"]["hex"]
     rows.append({"task": "zoo research layer", "what": "research-cifar (32-32/64-64/128-128), "
                  f"quasi-hexagonal vs square 3×3 kernels, {len(seeds)} seeds, 5k-image subset, "

@@ -1,6 +1,7 @@
 """The zoo against the papers' tables: params and multiply-adds, counted, not typed in.
 
     python benchmarks/zoo_table.py
+    python benchmarks/zoo_table.py --smoke    # three small nets: checks the script only
 
 Counts come from ``cnnlab.perf.flops`` (FlopCounterMode; multiply-adds = FLOPs / 2) at the
 papers' input size and class count; the published figures are the targets of the zoo issue.
@@ -8,6 +9,8 @@ papers' input size and class count; the published figures are the targets of the
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -31,11 +34,19 @@ PUBLISHED = {
     "wrn-28-10": (36_500_000, None), "densenet121": (7_978_856, None),
     "densenet-bc-100-12": (800_000, None),
 }
+SMOKE = ["lenet5", "resnet20", "resnet18"]  # small, CIFAR-size, one with published mult-adds
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"only {', '.join(SMOKE)}: checks the script (writes nothing)")
+    args = parser.parse_args()
+    names = SMOKE if args.smoke else list(PUBLISHED)
     rows, summary = [], []
-    for name, (params_pub, macs_pub) in PUBLISHED.items():
+    for name in names:
+        params_pub, macs_pub = PUBLISHED[name]
         spec = get_spec(name)
         c, h, w = spec.input_size
         model = create_model(name, num_classes=spec.num_classes, in_chans=c, input_size=(h, w))
@@ -50,7 +61,11 @@ def main() -> None:
         summary.append({"task": "zoo", "what": f"{name} at {c}×{h}×{w}",
                         "figure": f"{params:,} params{mac_text}",
                         "baseline": f"paper: {params_pub:,} ({row['params_diff']:+.2%})"})
-        print(f"{name:20s} {params:>12,} {row['params_diff']:+.2%}  {macs / 1e9:8.3f} G")
+        print(f"{name:20s} {params:>12,} {row['params_diff']:+.2%}  {macs / 1e9:8.3f} G",
+              file=sys.stderr if args.smoke else sys.stdout)
+    if args.smoke:
+        print(json.dumps({"smoke": True, "models": rows, "summary_rows": summary}))
+        return
     save_result("zoo-table", {"models": rows, "summary_rows": summary})
     write_results_md()
 

@@ -84,3 +84,19 @@ def test_cli_flags_reach_the_config(capsys):
     assert main(["train", "--adv", "pgd", "--adv-steps", "-1", "--print-config"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--adv-steps" in err[0]
+
+
+def test_eps_warmup_ramps_linearly_then_holds():
+    from cnnlab.attack.training import adversarial_batch, eps_schedule
+    from cnnlab.train import make_config
+
+    cfg = make_config({"adv": "pgd", "adv_eps": 0.3, "adv_eps_warmup": 2.0})
+    assert [eps_schedule(cfg, e) for e in (0.0, 0.5, 1.0, 2.0, 5.0)] == pytest.approx(
+        [0.0, 0.075, 0.15, 0.3, 0.3])
+    assert eps_schedule(make_config({"adv": "pgd"}), 0.0) == 0.3  # no warm-up: full ε at once
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x, y = torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 0])
+    assert torch.equal(adversarial_batch(model, x, y, cfg, eps=0.0), x)
+    x_adv = adversarial_batch(model, x, y, cfg, eps=0.1)
+    assert 0.05 < float((x_adv - x).abs().max()) <= 0.1 + 1e-6  # within the ramped budget

@@ -37,16 +37,34 @@ def adv_step_size(method: str, eps: float, steps: int, step_size: float | None =
     return 1.25 * eps if method == "fgsm" else 2.5 * eps / steps
 
 
+def eps_schedule(cfg, progress_epochs: float) -> float:
+    """ε after ``progress_epochs`` of training: a linear ramp from 0 over ``adv_eps_warmup``
+    epochs, then ``adv_eps``. Starting at the full ε is where MNIST PGD training tends to stall
+    at chance or mask gradients; growing it lets the net learn the clean task first (the
+    ε-scheduling of Gowal et al. 2018 and of "Fast is better than free")."""
+    warm = float(getattr(cfg, "adv_eps_warmup", 0.0) or 0.0)
+    if warm <= 0:
+        return cfg.adv_eps
+    return cfg.adv_eps * min(1.0, progress_epochs / warm)
+
+
 def adversarial_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg,
-                      precision: str = "fp32") -> torch.Tensor:
-    """The training batch ``x`` replaced by its ``cfg.adv`` examples (model in eval mode)."""
+                      precision: str = "fp32", eps: float | None = None) -> torch.Tensor:
+    """The training batch ``x`` replaced by its ``cfg.adv`` examples (model in eval mode).
+
+    ``eps`` (default ``cfg.adv_eps``) is this batch's budget under an ε warm-up; the step
+    size scales with it.
+    """
+    eps = cfg.adv_eps if eps is None else eps
+    if eps <= 0:
+        return x
     steps = 1 if cfg.adv == "fgsm" else cfg.adv_steps
-    alpha = adv_step_size(cfg.adv, cfg.adv_eps, steps, cfg.adv_step_size)
+    alpha = adv_step_size(cfg.adv, cfg.adv_eps, steps, cfg.adv_step_size) * eps / cfg.adv_eps
     was = model.training
     model.eval()
     try:
         with autocast(precision):
-            return pgd(model, x, y, cfg.adv_eps, steps=steps, step_size=alpha)
+            return pgd(model, x, y, eps, steps=steps, step_size=alpha)
     finally:
         model.train(was)
 

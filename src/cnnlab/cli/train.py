@@ -35,6 +35,11 @@ def _image_size(text: str) -> int | list[int]:
     raise ValueError(text)
 
 
+def _sizes(text: str) -> list[int]:
+    """``24,24,28`` → [24, 24, 28] (an empty string: no progressive resizing)."""
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
 def _model_arg(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -66,19 +71,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (counted)")
     g.add_argument("--augment", nargs="+", metavar="OP", help="batched augmentation ops, e.g. "
                    "crop:4 flip translate:2 affine:10,0.1,5 color:0.1 cutout:8")
+    g.add_argument("--progressive", type=_sizes, metavar="N[,N…]", help="progressive resizing: "
+                   "the first epochs train at these image sides (e.g. 24,24,28), then full size")
+    g.add_argument("--tta", help="test-time augmentation of evaluations: none | flip | "
+                   "flip-translate (6 views: mirror × shift by 0/±1 px)")
     g.add_argument("--norm", help="input normalization fitted on train: none | meansub | "
                    "standardize | zca (default standardize)")
     o = p.add_argument_group("optimization")
     o.add_argument("--epochs", type=int)
     o.add_argument("--batch-size", type=int, help="global batch size (split across processes)")
     o.add_argument("--eval-batch-size", type=int)
+    o.add_argument("--eval-every", type=int, metavar="N", help="evaluate every N epochs "
+                   "(0: after the last only; saves time in speed-runs)")
     o.add_argument("--optimizer", help="sgd | adam | adamw")
     o.add_argument("--lr", type=float, help="peak learning rate")
     o.add_argument("--momentum", type=float)
     o.add_argument("--nesterov", action="store_true")
     o.add_argument("--weight-decay", type=float)
     o.add_argument("--schedule", help="constant | step | cosine | onecycle")
-    o.add_argument("--warmup-epochs", type=float)
+    o.add_argument("--warmup-epochs", type=float, help="epochs to the peak lr (onecycle: "
+                   "where the triangle peaks)")
+    o.add_argument("--lr-start", type=float, help="onecycle: the first step's lr as a fraction "
+                   "of the peak (default 0)")
+    o.add_argument("--lr-end", type=float, help="onecycle: the last step's lr as a fraction of "
+                   "the peak (default 0)")
+    o.add_argument("--bias-lr-scale", type=float, help="lr multiplier for BatchNorm shifts, "
+                   "which then get weight decay / this (airbench: 64)")
+    o.add_argument("--lookahead", action="store_true", help="look-ahead EMA: every 5 steps "
+                   "the weights are pulled to their running average (airbench)")
+    o.add_argument("--lookahead-start", type=float, help="fraction of the steps before the "
+                   "look-ahead starts (default 0.3)")
     o.add_argument("--step-size", type=int, help="epochs between decays (schedule step)")
     o.add_argument("--gamma", type=float, help="decay factor (schedule step)")
     o.add_argument("--label-smoothing", type=float)
@@ -87,6 +109,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--adv", help="adversarial training: fgsm (with random start) | pgd")
     o.add_argument("--adv-eps", type=float, help="its L∞ budget in pixels (default 0.3)")
     o.add_argument("--adv-steps", type=int, help="PGD steps (default 7)")
+    o.add_argument("--adv-eps-warmup", type=float, metavar="EPOCHS", help="ramp ε linearly "
+                   "from 0 over these epochs (then the full --adv-eps); default 0")
     o.add_argument("--adv-step-size", type=float, help="default 2.5·eps/steps (pgd), "
                    "1.25·eps (fgsm)")
     s = p.add_argument_group("speed")

@@ -11,6 +11,8 @@ examples:
   cnnlab transfer --from runs/<run> --data digits --classes 5,6,7,8,9 --mode finetune
   cnnlab transfer --from runs/<run> --data ../shared/data/cifar10-jpeg --classes 5,6,7,8,9 \\
       --mode compare --per-class 5,10,50,all --seeds 3 --json
+  cnnlab transfer --from tv:resnet18 --data cifar10 --layer all        # needs cnnlab[hub]
+  cnnlab transfer --from timm:resnet18@resnet18.safetensors --data ./my_photos   # offline
 
 modes: features (frozen backbone, GAP + L2-normalized layer features → logistic regression or
 linear SVM, C by cross-validation on the training split), finetune (new head, --freeze-epochs
@@ -22,11 +24,16 @@ architecture, random init, same epochs), compare (all three on the same samples)
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("transfer", help="transfer a trained backbone to new data",
-                       description="Transfer learning from a cnnlab run directory: frozen "
+                       description="Transfer learning from a cnnlab run directory or a "
+                       "torchvision/timm ImageNet backbone: frozen "
                        "features + linear classifier, fine-tuning, or the same net from scratch.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--from", dest="source", required=True, metavar="RUN_OR_BACKBONE",
-                   help="a run directory made by `cnnlab train`")
+                   help="a run directory made by `cnnlab train`, or a hub backbone (extra "
+                   "'hub'): tv:NAME or timm:NAME, optionally @WEIGHTS — a local .safetensors/"
+                   ".pth file (offline), a weights tag, or 'none'; without @ the library's "
+                   "default ImageNet weights are downloaded once. The hub model's mean/std, "
+                   "input size and interpolation come along")
     p.add_argument("--data", required=True, help="target data: a name (digits, cifar10, ...), "
                    "a folder or .zip of class folders")
     p.add_argument("--data-dir", help="where named data sets live")

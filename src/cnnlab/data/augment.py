@@ -7,6 +7,9 @@ turns it into one callable. Ops, with their arguments:
 =====================  ===========================================================================
 ``crop:P``             pad P px (reflect), crop back at a random offset (Krizhevsky 2012 style)
 ``flip``               mirror a random half of the batch left-right
+``altflip``            alternating flip (Jordan 2024): a fixed pseudo-random half of the images is
+                       mirrored in even epochs, the other half in odd epochs, so every two epochs
+                       each image is seen both ways (random flips repeat a view ~half the time)
 ``translate:N[,fill]`` shift by a random integer -N..N px in x and y; ``fill`` zero (default) or
                        reflect
 ``affine:D[,S[,H]]``   rotate ±D degrees, scale by 1±S, shear ±H degrees (x-shear); bilinear,
@@ -73,6 +76,24 @@ def hflip(p: float = 0.5) -> Op:
         mask = (torch.rand(x.shape[0], generator=gen) < p).to(x.device)
         return torch.where(mask[:, None, None, None], x.flip(3), x)
 
+    return op
+
+
+def alternating_flip() -> Op:
+    """Mirror image i in epoch e iff hash(i) XOR (e mod 2): needs the loader's indices/epoch.
+
+    Without them (a caller outside :class:`~cnnlab.data.Loader`) it is a random flip.
+    """
+
+    def op(x: torch.Tensor, gen: torch.Generator, idx: torch.Tensor | None = None,
+           epoch: int = 0) -> torch.Tensor:
+        if idx is None:
+            mask = torch.rand(x.shape[0], generator=gen) < 0.5
+        else:  # Knuth's multiplicative hash: a fixed, well-mixed bit per image index
+            mask = (((idx.long() * 2654435761) >> 16) & 1).bool() ^ bool(epoch % 2)
+        return torch.where(mask.to(x.device)[:, None, None, None], x.flip(3), x)
+
+    op.wants_index = True  # type: ignore[attr-defined]
     return op
 
 
@@ -160,7 +181,8 @@ def cutout(size: int) -> Op:
     return op
 
 
-OPS: dict[str, Callable[..., Op]] = {"crop": random_crop, "flip": hflip, "translate": translate,
+OPS: dict[str, Callable[..., Op]] = {"crop": random_crop, "flip": hflip,
+                                     "altflip": alternating_flip, "translate": translate,
                                      "affine": affine, "color": color, "cutout": cutout}
 
 
@@ -194,9 +216,11 @@ def build_augment(specs: Sequence[str] | str | None) -> Op | None:
         except TypeError as exc:
             raise ConfigError(f"bad arguments for augmentation '{spec}': {exc}") from exc
 
-    def pipeline(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def pipeline(x: torch.Tensor, gen: torch.Generator, idx: torch.Tensor | None = None,
+                 epoch: int = 0) -> torch.Tensor:
+        """``idx``/``epoch``: which images of the split these are, for ops that need it."""
         for op in ops:
-            x = op(x, gen)
+            x = op(x, gen, idx, epoch) if getattr(op, "wants_index", False) else op(x, gen)
         return x
 
     return pipeline

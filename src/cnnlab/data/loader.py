@@ -15,7 +15,7 @@ import torch
 
 from .dataset import Split
 
-Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+Augment = Callable[..., torch.Tensor]  # (x, gen, idx, epoch) -> x; see data/augment.py
 
 
 class Loader:
@@ -71,7 +71,7 @@ class Loader:
             x = self.split.images[idx].to(self.device, non_blocking=True).float().div_(255.0)
             y = self.split.labels[idx].to(self.device, non_blocking=True)
             if self.augment is not None:
-                x = self.augment(x, aug_gen)
+                x = self.augment(x, aug_gen, idx, self.epoch)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data.dataset import Split
@@ -17,10 +18,42 @@ def autocast(precision: str, device: str = "cpu"):
     return contextlib.nullcontext()
 
 
+TTA_KINDS = ("none", "flip", "flip-translate")
+
+
+def tta_logits(model: nn.Module, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
+    """Logits of ``x`` averaged over test-time views.
+
+    ``flip``: the image and its mirror, ½ each. ``flip-translate``: ½ that pair, ½ the mean of
+    the pair shifted by one pixel up-left and by one down-right (reflect padding) — six views,
+    weighted as the training augmentation (flip, translate) would produce them (airbench's
+    level-2 TTA). Logits, not probabilities, are averaged.
+    """
+    if tta not in TTA_KINDS:
+        raise ValueError(f"unknown tta '{tta}'; choose from {', '.join(TTA_KINDS)}")
+
+    def mirror(v: torch.Tensor) -> torch.Tensor:
+        return 0.5 * model(v).float() + 0.5 * model(v.flip(3)).float()
+
+    if tta == "none":
+        return model(x).float()
+    logits = mirror(x)
+    if tta == "flip":
+        return logits
+    h, w = x.shape[2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    shifted = [padded[:, :, :h, :w], padded[:, :, 2:h + 2, 2:w + 2]]
+    if x.is_contiguous(memory_format=torch.channels_last):
+        shifted = [v.contiguous(memory_format=torch.channels_last) for v in shifted]
+    return 0.5 * logits + 0.25 * (mirror(shifted[0]) + mirror(shifted[1]))
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, split: Split, *, batch_size: int = 500,
-                   precision: str = "fp32", channels_last: bool = False) -> torch.Tensor:
-    """Float32 logits for every image of ``split``, in order, with the model in eval mode."""
+                   precision: str = "fp32", channels_last: bool = False,
+                   tta: str = "none") -> torch.Tensor:
+    """Float32 logits for every image of ``split``, in order, with the model in eval mode
+    (``tta``: averaged over test-time views, see :func:`tta_logits`)."""
     was = model.training
     model.eval()
     out = []
@@ -29,7 +62,7 @@ def predict_logits(model: nn.Module, split: Split, *, batch_size: int = 500,
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(precision):
-            out.append(model(x).float())
+            out.append(tta_logits(model, x, tta))
     model.train(was)
     return torch.cat(out) if out else torch.zeros(0, 0)
 

@@ -225,7 +225,8 @@ def _curves(ctx: dict) -> str:
     panels = [("loss", "train_loss", "eval_loss"), ("accuracy", "train_acc", "eval_acc")]
     for ax, (name, tr, ev) in zip(axes, panels, strict=False):
         ax.plot(ep, [r.get(tr) for r in hist], "o-", ms=3, label="train")
-        ax.plot(ep, [r.get(ev) for r in hist], "s-", ms=3, label=split)
+        done = [r for r in hist if r.get(ev) not in (None, "")]  # --eval-every skips epochs
+        ax.plot([r["epoch"] for r in done], [r[ev] for r in done], "s-", ms=3, label=split)
         ax.set_xlabel("epoch")
         ax.set_title(name, fontsize=10)
         ax.legend(fontsize=8)

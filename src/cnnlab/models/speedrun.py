@@ -27,6 +27,8 @@ also runs on 8×8 digits (tests) and 32×32 images.
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .base import CnnlabModel, FeatureInfo, he_init
@@ -105,3 +107,131 @@ def mnist_speednet(*, num_classes: int = 10, in_chans: int = 1, input_size=(28, 
                    norm: str = "standardize") -> MnistSpeedNet:
     return MnistSpeedNet(num_classes=num_classes, in_chans=in_chans, input_size=input_size,
                          cfg=cfg, stem_kernel=stem_kernel, head=head, norm=norm)
+
+
+# -- cifar-speednet: the CIFAR-10 speed-run net -------------------------------------------------
+
+CIFAR_SPEEDNET_WIDTHS: tuple[int, int, int] = (64, 256, 256)
+
+
+class _SpeedBN(nn.BatchNorm2d):
+    """BatchNorm with a frozen unit scale and fast-moving running statistics.
+
+    Only the shift is learned (the scale of a layer followed by GELU/ReLU and then another
+    BN is redundant), and the running averages move 0.4 of the way per step (PyTorch
+    ``momentum=0.4``): a run of a few hundred steps must not evaluate with statistics that
+    still remember the first epoch. Both as in airbench (Jordan 2024).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, eps=1e-12, momentum=0.4)
+        self.weight.requires_grad_(False)
+
+
+def _dirac_conv(cin: int, cout: int) -> nn.Conv2d:
+    """3×3 conv whose first ``cin`` filters start as the identity: every block begins as an
+    implicit residual connection (airbench's init; Zagoruyko & Komodakis's DiracNets idea)."""
+    conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+    with torch.no_grad():
+        nn.init.dirac_(conv.weight[:min(cin, cout)])
+    return conv
+
+
+class _Pool2(nn.MaxPool2d):
+    """2×2 max-pool that keeps a 1-pixel map (tiny inputs such as 8×8 digits) instead of failing;
+    at 32×32 it is exactly MaxPool2d(2) (31 → 15 → 7 → 3)."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(x, 2, ceil_mode=min(x.shape[-2:]) < 2)
+
+
+class ConvGroup(nn.Sequential):
+    """conv 3×3 → max-pool 2 → BN → GELU → conv 3×3 → BN → GELU: one resolution step."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(_dirac_conv(cin, cout), _Pool2(), _SpeedBN(cout), nn.GELU(),
+                         _dirac_conv(cout, cout), _SpeedBN(cout), nn.GELU())
+
+
+class CifarSpeedNet(CnnlabModel):
+    """``cifar-speednet``: the airbench-style CIFAR-10 speed-run net (Jordan 2024).
+
+    ================  ===============================================  ==============
+    layer             what                                             output (32²)
+    ================  ===============================================  ==============
+    whiten            2×2 conv, 24 filters = ± the 12 eigenvectors of  24 × 31 × 31
+                      the 2×2×3 patch covariance scaled by 1/√λ
+                      (fixed, set from the training data), + bias
+    group1            ConvGroup 24 → 64                                64 × 15 × 15
+    group2            ConvGroup 64 → 256                               256 × 7 × 7
+    group3            ConvGroup 256 → 256                              256 × 3 × 3
+    head              global max-pool → linear 256 → 10 (no bias) ×    10
+                      ``scale`` (1/9)
+    ================  ===============================================  ==============
+
+    Why it is fast to train: the whitening layer hands the first conv decorrelated inputs
+    (what ZCA does for the whole image, done per 2×2 patch, so it costs 24 filters); every
+    block starts as an identity (Dirac init); BN has only a learned shift; the logits are
+    scaled down so label-smoothed cross-entropy starts near its minimum slope. 118 M
+    multiply-adds per 32×32 image. :meth:`init_from_data` must run before training
+    (``cnnlab train`` calls it); a checkpoint carries the fitted whitening weights.
+    """
+
+    def __init__(self, *, num_classes: int = 10, in_chans: int = 3, input_size=(32, 32),
+                 widths: list[int] | tuple[int, ...] = CIFAR_SPEEDNET_WIDTHS,
+                 whiten_kernel: int = 2, scale: float = 1 / 9,
+                 norm: str = "standardize") -> None:
+        super().__init__(in_chans, num_classes, input_size, norm)
+        if len(widths) != 3:
+            raise ValueError(f"widths must list 3 group widths, got {list(widths)}")
+        w1, w2, w3 = (int(w) for w in widths)
+        whiten_width = 2 * in_chans * whiten_kernel ** 2
+        self.whiten = nn.Conv2d(in_chans, whiten_width, whiten_kernel, bias=True)
+        self.whiten.weight.requires_grad_(False)
+        self.features = nn.Sequential(self.whiten, nn.GELU(), ConvGroup(whiten_width, w1),
+                                      ConvGroup(w1, w2), ConvGroup(w2, w3))
+        self.scale = float(scale)
+        self.head = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+                                  nn.Linear(w3, num_classes, bias=False))
+        nn.init.zeros_(self.whiten.bias)
+        self._feature_info = [FeatureInfo("whiten", "features.1", whiten_width, 1),
+                              FeatureInfo("group1", "features.2", w1, 2),
+                              FeatureInfo("group2", "features.3", w2, 4),
+                              FeatureInfo("group3", "features.4", w3, 8)]
+
+    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
+        return self.head(f) * self.scale
+
+    @torch.no_grad()
+    def init_from_data(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+        """Set the whitening filters from training images (float, [0, 1], N×C×H×W).
+
+        The covariance of every k×k patch of the normalized images is eigendecomposed; each
+        eigenvector divided by √(λ + eps) is a filter whose outputs have unit variance and are
+        uncorrelated, and its negative is kept too so the GELU after it loses nothing.
+        """
+        k = self.whiten.kernel_size[0]
+        x = self.norm(images.float())
+        c = x.shape[1]
+        patches = x.unfold(2, k, 1).unfold(3, k, 1)  # N, C, H', W', k, k
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * k * k).double()
+        cov = patches.T @ patches / len(patches)
+        eigenvalues, eigenvectors = torch.linalg.eigh(cov)
+        order = eigenvalues.argsort(descending=True)
+        filters = (eigenvectors[:, order].T / (eigenvalues[order, None] + eps).sqrt())
+        filters = filters.view(-1, c, k, k).float()
+        self.whiten.weight.copy_(torch.cat([filters, -filters]))
+
+
+@register_model("cifar-speednet", family="speedrun",
+                paper="airbench-style CIFAR-10 speed-run net (Jordan 2024)", year=2024,
+                input_size=(3, 32, 32), num_classes=10, aliases=("airbench-net",))
+def cifar_speednet(*, num_classes: int = 10, in_chans: int = 3, input_size=(32, 32),
+                   widths: list[int] | tuple[int, ...] = CIFAR_SPEEDNET_WIDTHS,
+                   whiten_kernel: int = 2, scale: float = 1 / 9,
+                   norm: str = "standardize") -> CifarSpeedNet:
+    return CifarSpeedNet(num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+                         widths=widths, whiten_kernel=whiten_kernel, scale=scale, norm=norm)

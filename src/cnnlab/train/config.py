@@ -19,6 +19,7 @@ from ..errors import ConfigError, did_you_mean
 OPTIMIZERS = ("sgd", "adam", "adamw", "riemannian-sgd")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 PRECISIONS = ("auto", "fp32", "bf16")
+TTA_KINDS = ("none", "flip", "flip-translate")
 
 
 @dataclass
@@ -41,10 +42,18 @@ class TrainConfig:
     weight_decay: float = 5e-4
     schedule: str = "onecycle"
     warmup_epochs: float = 1.0
+    lr_start: float = 0.0  # onecycle: the lr at step 0, as a fraction of the peak
+    lr_end: float = 0.0  # onecycle: the lr at the last step, as a fraction of the peak
+    bias_lr_scale: float = 1.0  # lr × this for BatchNorm shifts (airbench: 64); see optim.py
+    lookahead: bool = False  # EMA weights copied back every 5 steps (airbench); see lookahead.py
+    lookahead_start: float = 0.3  # ... from this fraction of the training steps on
     step_size: int = 10  # epochs between x gamma decays, for schedule=step
     gamma: float = 0.1
     label_smoothing: float = 0.0
     augment: list[str] = field(default_factory=list)
+    progressive: list[int] = field(default_factory=list)  # image side of the first epochs
+    tta: str = "none"  # test-time augmentation of the evaluations: none | flip | flip-translate
+    eval_every: int = 1  # evaluate every N epochs (0: only after the last)
     norm: str = "standardize"  # none | meansub | standardize | zca
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     precision: str = "auto"
@@ -59,6 +68,7 @@ class TrainConfig:
     adv_eps: float = 0.3  # its L∞ budget in [0, 1] pixel units (0.3 MNIST, 8/255 CIFAR)
     adv_steps: int = 7  # PGD steps (pgd only)
     adv_step_size: float | None = None  # default 2.5·eps/steps (pgd), 1.25·eps (fgsm)
+    adv_eps_warmup: float = 0.0  # epochs over which ε ramps linearly from 0 to adv_eps
     preset: str | None = None  # a named recipe (train/presets.py), layered under file and flags
     report: bool = True  # write report.html after training (`cnnlab report RUN` does it later)
 
@@ -86,13 +96,22 @@ class TrainConfig:
             (0 <= self.adv_eps <= 1, f"--adv-eps must be in [0, 1] (pixels), got {self.adv_eps}"),
             (self.adv_steps >= 1, f"--adv-steps must be at least 1, got {self.adv_steps}"),
             (self.adv_step_size is None or self.adv_step_size > 0, "--adv-step-size must be > 0"),
+            (self.adv_eps_warmup >= 0, "--adv-eps-warmup must be ≥ 0 epochs"),
+            (0 <= self.lr_start <= 1 and 0 <= self.lr_end <= 1,
+             "--lr-start and --lr-end are fractions of the peak lr, in [0, 1]"),
+            (self.bias_lr_scale > 0, "--bias-lr-scale must be > 0"),
+            (0 <= self.lookahead_start < 1, "--lookahead-start must be a fraction in [0, 1)"),
+            (self.eval_every >= 0, "--eval-every must be ≥ 0 (0: evaluate after the last epoch)"),
+            (all(isinstance(v, int) and v >= 4 for v in self.progressive),
+             f"--progressive lists image sides of at least 4 px, got {self.progressive}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
         for name, value, choices in [("optimizer", self.optimizer, OPTIMIZERS),
                                      ("schedule", self.schedule, SCHEDULES),
-                                     ("precision", self.precision, PRECISIONS)]:
+                                     ("precision", self.precision, PRECISIONS),
+                                     ("tta", self.tta, TTA_KINDS)]:
             if value not in choices:
                 raise ConfigError(f"--{name} must be one of {', '.join(choices)}, got '{value}'")
         from ..models.base import NORM_KINDS

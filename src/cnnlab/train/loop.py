@@ -33,6 +33,7 @@ from ..perf.hardware import choose_precision, machine_info
 from . import checkpoint as ckpt
 from . import distributed as dist_
 from .config import TrainConfig, make_config
+from .lookahead import Lookahead
 from .optim import build_optimizer, build_scheduler
 from .progress import Progress, log
 
@@ -41,7 +42,8 @@ FROZEN_ON_RESUME = ("model", "data", "epochs", "batch_size", "optimizer", "lr", 
                     "nesterov", "weight_decay", "schedule", "warmup_epochs", "step_size", "gamma",
                     "label_smoothing", "augment", "norm", "model_kwargs", "seed", "val_fraction",
                     "subset", "image_size", "channels", "adv", "adv_eps", "adv_steps",
-                    "adv_step_size", "preset")
+                    "adv_step_size", "adv_eps_warmup", "preset", "lr_start", "lr_end",
+                    "bias_lr_scale", "lookahead", "lookahead_start", "progressive")
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "eval_split", "eval_loss", "eval_acc",
                  "epoch_seconds", "images_per_s", "robust_acc"]
 
@@ -141,6 +143,7 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
     model = build_model_for(cfg, data)
     if state is None:
         model.norm.set_stats(**fit_normalization(data.train, cfg.norm))
+        _init_from_data(model, data.train, cfg.seed)
     if cfg.init_from and state is None:
         _init_from(model, cfg.init_from, info)
     if state is not None:
@@ -157,6 +160,10 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
                     rank=info.rank, world_size=info.world_size, channels_last=cfg.channels_last)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, len(loader))
+    # airbench updates every 5 steps of 1024 images: every ~5120 images at any batch size
+    lookahead = (Lookahead(model, cfg.epochs * len(loader), start=cfg.lookahead_start,
+                           every=max(1, round(5 * 1024 / cfg.batch_size)))
+                 if cfg.lookahead else None)
     history: list[dict] = []
     start_epoch, train_seconds = 0, 0.0
     if state is not None:
@@ -176,7 +183,7 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
     net = dist_.wrap(compiled, info)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     if cfg.adv:  # imported only when asked for: plain training does not load the attack code
-        from ..attack.training import adversarial_batch, robust_accuracy
+        from ..attack.training import adversarial_batch, eps_schedule, robust_accuracy
     binary = bool(getattr(model, "binary", None))
     if info.is_main:
         log(f"training {resolve_name(cfg.model)} on {data.name}: {len(data.train)} train / "
@@ -193,9 +200,13 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
         loss_sum = correct = seen = 0.0
         bar = Progress(len(loader), f"epoch {epoch + 1}/{cfg.epochs}",
                        enabled=progress and info.is_main)
+        size = cfg.progressive[epoch] if epoch < len(cfg.progressive) else None
         for step, (x, y) in enumerate(loader):
+            if size is not None and tuple(x.shape[2:]) != (size, size):
+                x = _resize(x, size, cfg.channels_last)
             if cfg.adv:  # train on adversarial examples of this batch (train_acc is on them)
-                x = adversarial_batch(model, x, y, cfg, precision)
+                eps = eps_schedule(cfg, epoch + step / len(loader))
+                x = adversarial_batch(model, x, y, cfg, precision, eps=eps)
             with autocast(precision):
                 logits = net(x)
                 inner = ckpt.unwrap(model)
@@ -213,33 +224,42 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
             if binary:  # BNN: latent weights stay in [-1, 1], where the STE passes gradient
                 enforce_binary_constraints(model)
             scheduler.step()
+            if lookahead is not None:
+                lookahead.update(epoch * len(loader) + step + 1)
             n = y.shape[0]
             loss_sum += loss.item() * n
             correct += (logits.argmax(1) == y).sum().item()
             seen += n
             bar.update(loss=loss_sum / seen, acc=correct / seen,
                        img_s=seen * info.world_size / (time.perf_counter() - t0))
+        if lookahead is not None:
+            lookahead.sync()  # evaluate and save the averaged weights
         bar.close()
         epoch_s = time.perf_counter() - t0
         train_seconds += epoch_s
-        logits = predict_logits(model, eval_split, batch_size=cfg.eval_batch_size,
-                                precision=precision, channels_last=cfg.channels_last)
-        last_logits = logits
-        eval_loss = nn.functional.cross_entropy(logits, eval_split.labels).item()
         row = {"epoch": epoch + 1, "lr": round(optimizer.param_groups[0]["lr"], 8),
                "train_loss": round(loss_sum / max(seen, 1), 5),
                "train_acc": round(correct / max(seen, 1), 5), "eval_split": eval_name,
-               "eval_loss": round(eval_loss, 5),
-               "eval_acc": round(topk_accuracy(logits, eval_split.labels), 5),
-               "epoch_seconds": round(epoch_s, 3),
+               "eval_loss": None, "eval_acc": None, "epoch_seconds": round(epoch_s, 3),
                "images_per_s": round(seen * info.world_size / max(epoch_s, 1e-9), 1)}
+        last_logits = None
+        if _evaluate_now(cfg, epoch):
+            logits = predict_logits(model, eval_split, batch_size=cfg.eval_batch_size,
+                                    precision=precision, channels_last=cfg.channels_last,
+                                    tta=cfg.tta)
+            last_logits = logits
+            row["eval_loss"] = round(
+                nn.functional.cross_entropy(logits, eval_split.labels).item(), 5)
+            row["eval_acc"] = round(topk_accuracy(logits, eval_split.labels), 5)
         if cfg.adv:  # PGD accuracy at the training ε on a fixed subset (clean is eval_acc)
             row["robust_acc"] = round(robust_accuracy(model, eval_split.images, eval_split.labels,
                                                       cfg, precision), 5)
         history.append(row)
         if info.is_main:
+            evaluated = ("" if row["eval_acc"] is None
+                         else f"  {eval_name} acc {row['eval_acc']:.4f}")
             log(f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
-                f"train acc {row['train_acc']:.4f}  {eval_name} acc {row['eval_acc']:.4f}  "
+                f"train acc {row['train_acc']:.4f}{evaluated}  "
                 f"{row['images_per_s']:.0f} img/s  {epoch_s:.1f}s"
                 + (f"  robust acc {row['robust_acc']:.4f}" if cfg.adv else ""))
             _write_metrics(run_dir, history)
@@ -255,7 +275,8 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
         test_logits = last_logits  # the last epoch already ran these weights on the test split
     else:
         test_logits = predict_logits(model, data.test, batch_size=cfg.eval_batch_size,
-                                     precision=precision, channels_last=cfg.channels_last)
+                                     precision=precision, channels_last=cfg.channels_last,
+                                     tta=cfg.tta)
     test = classification_metrics(test_logits, data.test.labels, data.classes)
     if info.is_main:
         meta = model_meta(cfg, data, {"epoch": cfg.epochs, "precision": precision,
@@ -270,6 +291,33 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
         raise TrainingError("the trained model's test loss is not finite")
     return TrainResult(str(run_dir), test["accuracy"], test["top5"], round(train_seconds, 3),
                        cfg.epochs, precision, history, info.rank)
+
+
+def _evaluate_now(cfg: TrainConfig, epoch: int) -> bool:
+    """Evaluate after this epoch? Always after the last; else every ``eval_every`` epochs."""
+    last = epoch + 1 == cfg.epochs
+    return last or (cfg.eval_every > 0 and (epoch + 1) % cfg.eval_every == 0)
+
+
+def _resize(x: torch.Tensor, size: int, channels_last: bool) -> torch.Tensor:
+    """Progressive resizing: the batch at ``size``×``size`` (bilinear with antialiasing, so a
+    smaller image is a blurred one, not an aliased one)."""
+    x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                                  align_corners=False)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def _init_from_data(model: nn.Module, train_split: Dataset | object, seed: int,
+                    n: int = 5000) -> None:
+    """Models with a data-dependent first layer (cifar-speednet's patch whitening) fit it on
+    up to ``n`` training images (a seeded sample), before the first step."""
+    init = getattr(model, "init_from_data", None)
+    if init is None:
+        return
+    images = train_split.images  # type: ignore[attr-defined]
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(images), generator=gen)[:n]
+    init(images[idx].float().div_(255.0))
 
 
 def _init_from(model: nn.Module, source: str, info: dist_.DistInfo) -> None:

@@ -9,20 +9,42 @@ from torch import nn
 
 from .config import TrainConfig
 
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+
+def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
+                 bias_lr_scale: float = 1.0) -> list[dict]:
     """No weight decay on biases and normalization scales (1-D tensors): decaying them only
-    fights BatchNorm and is what every modern recipe avoids."""
-    decay, no_decay = [], []
+    fights BatchNorm and is what every modern recipe avoids.
+
+    With ``bias_lr_scale`` ≠ 1 (and ``lr``) the BatchNorm shifts get their own group at
+    ``lr × bias_lr_scale`` with weight decay ``weight_decay / bias_lr_scale``, so their decay
+    per step equals the weights' (airbench's "bias scaler": BN shifts in a net whose BN scales
+    are frozen move far too slowly at the weights' lr).
+    """
+    scaled_ids: set[int] = set()
+    if bias_lr_scale != 1.0 and lr is not None:
+        for m in model.modules():
+            if isinstance(m, _NORMS) and m.bias is not None and m.bias.requires_grad:
+                scaled_ids.add(id(m.bias))
+    decay, no_decay, scaled = [], [], []
     for p in model.parameters():
-        if p.requires_grad:
+        if not p.requires_grad:
+            continue
+        if id(p) in scaled_ids:
+            scaled.append(p)
+        else:
             (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if scaled:
+        groups.append({"params": scaled, "lr": lr * bias_lr_scale,  # type: ignore[operator]
+                       "weight_decay": weight_decay / bias_lr_scale})
+    return groups
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay, cfg.lr, cfg.bias_lr_scale)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     if cfg.optimizer == "riemannian-sgd":
@@ -43,11 +65,14 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     total = max(1, cfg.epochs * steps_per_epoch)
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     if cfg.schedule == "onecycle":
-        # Linear warm-up to the peak, then linear decay to zero (Smith & Topin 2018, simplified).
+        # A triangle: linear from lr_start to the peak, then linear down to lr_end at the last
+        # step (Smith & Topin 2018, simplified; airbench starts at 0.2 and ends at 0.07).
         warmup = max(1, warmup)
+        start, end = cfg.lr_start, cfg.lr_end
         if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
+            return start + (1.0 - start) * (step + 1) / warmup
+        down = max(0.0, (total - step) / max(1, total - warmup))
+        return end + (1.0 - end) * down
     if step < warmup:
         return (step + 1) / warmup
     if cfg.schedule == "constant":

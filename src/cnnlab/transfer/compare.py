@@ -20,15 +20,30 @@ from .linear import fit_linear
 MODES = ("features", "finetune", "scratch", "compare")
 
 
-def load_backbone(source: str):
-    """A cnnlab run directory's model (eval mode). Hub names are an optional extra."""
-    from ..api import load_model
+def load_backbone(source: str | Path, weights: str | Path | None = None):
+    """A cnnlab run directory's model, or a torchvision/timm backbone (``tv:NAME``,
+    ``timm:NAME[@WEIGHTS]``, the optional extra 'hub'), in eval mode.
 
-    if Path(source).expanduser().is_dir():
-        return load_model(Path(source).expanduser())
-    raise CnnlabError(f"--from '{source}' is not a cnnlab run directory; torchvision/timm "
-                      "backbones by name need the optional extra 'hub' (not installed in this "
-                      "build) — pass a run directory made by `cnnlab train`")
+    ``weights`` (a local .safetensors/.pth file, a weights tag or 'none') is for hub backbones
+    only: a run directory carries its own weights.
+    """
+    from ..api import load_model
+    from .hub import is_hub_spec, load_hub_backbone
+
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if weights is not None:
+            raise ConfigError(f"weights='{weights}' is for tv:/timm: backbones; the run "
+                              f"directory '{source}' carries its own weights")
+        return load_model(path)
+    if is_hub_spec(str(source)):
+        return load_hub_backbone(str(source), weights=weights)
+    hint = (f" (a hub model is written tv:{source} or timm:{source})"
+            if str(source).replace("_", "").replace(".", "").isalnum() else "")
+    raise CnnlabError(f"--from '{source}' is not a cnnlab run directory{hint}; pass a run "
+                      "directory made by `cnnlab train`, or a torchvision/timm ImageNet backbone "
+                      "as tv:NAME or timm:NAME[@WEIGHTS] (needs the optional extra 'hub': "
+                      "pip install 'cnnlab[hub]')")
 
 
 def _stats(values: list[float]) -> dict:
@@ -43,8 +58,11 @@ def transfer(source: str | object, target: str, *, mode: str = "features",
              data_dir: str | None = None, classifier: str = "logreg", epochs: int = 10,
              freeze_epochs: int = 2, lr: float = 3e-3, backbone_lr_scale: float = 0.1,
              bn: str = "auto", batch_size: int = 64, min_steps: int = MIN_STEPS,
+             weights: str | Path | None = None,
              log: Callable[[str], None] | None = None) -> dict:
-    """Transfer ``source`` (a run directory or a loaded model) to ``target``.
+    """Transfer ``source`` (a run directory, ``tv:NAME``/``timm:NAME[@WEIGHTS]`` or a loaded
+    model) to ``target``; ``weights`` is a hub backbone's local weights file (see
+    :func:`load_backbone`).
 
     Returns ``{"rows": [...], "notes": [...], ...}``; each row has mode, layer, per_class
     (``"all"`` for every image), mean, std and the per-seed accuracies.
@@ -54,7 +72,7 @@ def transfer(source: str | object, target: str, *, mode: str = "features",
     if seeds < 1:
         raise ConfigError(f"--seeds must be ≥ 1, got {seeds}")
     log = log or (lambda _msg: None)
-    model = load_backbone(source) if isinstance(source, (str, Path)) else source
+    model = load_backbone(source, weights) if isinstance(source, (str, Path)) else source
     layers = resolve_layers(model, layer) if mode in ("features", "compare") else []
     if mode == "compare" and layer == "all":
         raise ConfigError("--mode compare uses one feature layer; run --mode features "

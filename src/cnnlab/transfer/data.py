@@ -7,11 +7,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data import load_data
 from ..data.dataset import Dataset, Split
-from ..data.images import adapt_images
+from ..data.images import adapt_images, resize_images
 from ..errors import DataError
 
 
@@ -50,23 +51,45 @@ def select_classes(ds: Dataset, classes: Sequence[int | str]) -> Dataset:
 
 
 def adapt_to_model(ds: Dataset, model: nn.Module) -> tuple[Dataset, list[str]]:
-    """Convert channels / resize every split to the backbone's input; return what was done."""
+    """Convert channels / resize every split to the backbone's input; return what was done.
+
+    A backbone that declares its resampling (``interpolation``, e.g. a timm model's bicubic) is
+    fed images resized its way; others get bilinear with antialiasing, as the data pipeline does.
+    """
     c, h, w = ds.image_shape
     want_c, (want_h, want_w) = model.in_chans, tuple(model.input_size)
+    mode = getattr(model, "interpolation", None)
     notes = []
     if c != want_c:
         notes.append(f"converted '{ds.name}' from {c} to {want_c} channel(s) for the backbone")
     if (h, w) != (want_h, want_w):
-        notes.append(f"resized '{ds.name}' from {h}×{w} to {want_h}×{want_w} for the backbone")
+        how = f" ({mode}, the backbone's own preprocessing)" if mode else ""
+        notes.append(f"resized '{ds.name}' from {h}×{w} to {want_h}×{want_w} for the "
+                     f"backbone{how}")
     if not notes:
         return ds, notes
 
     def fix(split: Split | None) -> Split | None:
         if split is None:
             return None
-        return Split(adapt_images(split.images, (want_h, want_w), want_c), split.labels)
+        images = adapt_images(split.images, None, want_c)
+        return Split(resize(images, (want_h, want_w), mode or "bilinear"), split.labels)
 
     return replace(ds, train=fix(ds.train), test=fix(ds.test), val=fix(ds.val)), notes
+
+
+def resize(images: torch.Tensor, size: tuple[int, int], mode: str = "bilinear",
+           chunk: int = 1024) -> torch.Tensor:
+    """uint8 (N, C, H, W) → (N, C, *size) with ``mode`` (bilinear, bicubic or nearest)."""
+    if mode not in ("bicubic", "nearest") or tuple(images.shape[2:]) == tuple(size):
+        return resize_images(images, size)
+    out = torch.empty(images.shape[0], images.shape[1], *size, dtype=torch.uint8)
+    for i in range(0, images.shape[0], chunk):
+        x = images[i:i + chunk].float()
+        x = (F.interpolate(x, size=size, mode="nearest-exact") if mode == "nearest" else
+             F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True))
+        out[i:i + chunk] = x.round_().clamp_(0, 255).to(torch.uint8)
+    return out
 
 
 def load_target(target: str, model: nn.Module, *, data_dir: str | None = None,

@@ -34,9 +34,16 @@ MIN_STEPS = 100  # optimizer steps per phase at least, whatever the number of im
 
 
 def fresh_like(model: nn.Module, num_classes: int, seed: int) -> nn.Module:
-    """The same architecture from random init (the backbone's input normalization copied)."""
+    """The same architecture from random init (the backbone's input normalization copied).
+
+    A model with a ``fresh(num_classes)`` method (hub backbones) builds its own random copy.
+    """
     from ..models import create_model
 
+    fresh = getattr(model, "fresh", None)
+    if callable(fresh):  # a hub backbone rebuilds itself (transfer/hub.py)
+        torch.manual_seed(seed)
+        return fresh(num_classes)
     meta = getattr(model, "meta", None)
     if not meta:
         raise ConfigError("--mode scratch needs a backbone loaded from a run directory")

@@ -1,0 +1,172 @@
+"""The CIFAR-10 speed-run machinery: cifar-speednet's whitening layer, look-ahead EMA, the
+triangular schedule, the BN-shift lr scale, alternating flip, progressive resizing,
+test-time augmentation and --eval-every."""
+
+import csv
+
+import pytest
+import torch
+from torch import nn
+
+import cnnlab
+from cnnlab.data.augment import build_augment
+from cnnlab.data.dataset import Split
+from cnnlab.data.loader import Loader
+from cnnlab.errors import ConfigError
+from cnnlab.evaluate.metrics import TTA_KINDS, tta_logits
+from cnnlab.models import create_model
+from cnnlab.perf.flops import count_macs
+from cnnlab.train import make_config
+from cnnlab.train.config import TTA_KINDS as CONFIG_TTA
+from cnnlab.train.lookahead import Lookahead
+from cnnlab.train.optim import build_optimizer, lr_factor, param_groups
+
+
+def test_cifar_speednet_shape_size_and_dirac_init():
+    net = create_model("cifar-speednet")
+    assert net(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    assert net(torch.rand(2, 3, 24, 24)).shape == (2, 10)  # progressive resizing
+    assert net(torch.rand(2, 3, 8, 8)).shape == (2, 10)  # tiny inputs keep a pixel
+    # airbench94's net: 118 M multiply-adds at 32×32 (0.36 PFLOP over its 9.9-epoch run)
+    assert 115e6 < count_macs(net.eval(), (3, 32, 32)) < 121e6
+    conv = net.features[3][0]  # group2's first conv, 64 → 256: the first 64 filters are identities
+    assert torch.equal(conv.weight[:64, :, 1, 1], torch.eye(64))
+    assert conv.weight[:64].abs().sum() == 64
+    assert not net.whiten.weight.requires_grad
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and all(not m.weight.requires_grad and m.momentum == 0.4 for m in bns)
+
+
+def test_whitening_layer_decorrelates_patches():
+    torch.manual_seed(0)
+    net = create_model("cifar-speednet")
+    # correlated pixels: smooth images, so the 2×2 patch covariance is far from the identity
+    images = nn.functional.avg_pool2d(torch.rand(64, 3, 35, 35), 4, 1)
+    net.norm.set_stats(mean=images.mean((0, 2, 3)), std=images.std((0, 2, 3)))
+    net.init_from_data(images)
+    out = net.whiten(net.norm(images)) - net.whiten.bias.view(1, -1, 1, 1)
+    flat = out[:, :12].permute(0, 2, 3, 1).reshape(-1, 12).double()
+    cov = flat.T @ flat / len(flat)
+    # unit variance (up to eps / λ) and uncorrelated; the other 12 filters are the negatives
+    assert torch.allclose(cov, torch.eye(12, dtype=torch.float64), atol=0.05)
+    assert torch.allclose(net.whiten.weight[12:], -net.whiten.weight[:12])
+
+
+def test_lookahead_pulls_weights_to_their_average_and_syncs():
+    model = nn.Linear(2, 1, bias=False)
+    la = Lookahead(model, total_steps=10, start=0.0, every=1, base=0.5, power=0.0)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    la.update(1)  # the first update only takes the snapshot
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    la.update(2)  # rho = 0.5: average = 1 + 0.5·(3 − 1) = 2, copied back into the model
+    assert torch.allclose(model.weight, torch.full((1, 2), 2.0))
+    with torch.no_grad():
+        model.weight.fill_(9.0)
+    la.sync()
+    assert torch.allclose(model.weight, torch.full((1, 2), 2.0))
+    late = Lookahead(model, total_steps=10, start=0.5, every=2)
+    late.update(3)
+    assert late.average is None  # before its start fraction it does nothing
+
+
+def test_triangular_onecycle_starts_and_ends_where_asked():
+    cfg = make_config({"schedule": "onecycle", "epochs": 10, "warmup_epochs": 2.5,
+                       "lr_start": 0.2, "lr_end": 0.07})
+    factors = [lr_factor(cfg, s, 100) for s in range(1000)]
+    assert factors[0] == pytest.approx(0.2 + 0.8 / 250)
+    assert max(factors) == pytest.approx(1.0) and factors.index(max(factors)) == 249
+    assert factors[-1] == pytest.approx(0.07 + 0.93 / 750)
+    plain = make_config({"schedule": "onecycle", "epochs": 10})
+    assert lr_factor(plain, 999, 100) == pytest.approx(1 / 900)  # the old triangle, to zero
+
+
+def test_bias_lr_scale_gives_bn_shifts_their_own_group():
+    net = create_model("cifar-speednet")
+    groups = param_groups(net, 0.002, lr=0.5, bias_lr_scale=64.0)
+    assert len(groups) == 3
+    bn_biases = {id(m.bias) for m in net.modules() if isinstance(m, nn.BatchNorm2d)}
+    assert {id(p) for p in groups[2]["params"]} == bn_biases
+    assert groups[2]["lr"] == 32.0 and groups[2]["weight_decay"] == pytest.approx(0.002 / 64)
+    # the whitening bias is a plain 1-D parameter: normal lr, no decay
+    assert any(p is net.whiten.bias for p in groups[1]["params"])
+    opt = build_optimizer(net, make_config({"optimizer": "sgd", "lr": 0.5,
+                                            "bias_lr_scale": 64.0}))
+    assert [g["lr"] for g in opt.param_groups] == [0.5, 0.5, 32.0]
+    assert len(param_groups(net, 0.002)) == 2  # scale 1: the usual two groups
+
+
+def test_alternating_flip_flips_each_image_once_every_two_epochs():
+    n = 64
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 2, 2).clone()
+    images[:, :, :, 1] = 255  # right column white: a flip moves it to the left
+    split = Split(images, torch.zeros(n, dtype=torch.long))
+    flipped = []
+    for epoch in (0, 1, 2):
+        loader = Loader(split, 16, shuffle=True, augment=build_augment(["altflip"]), seed=3)
+        loader.set_epoch(epoch)
+        state = torch.zeros(n, dtype=torch.bool)
+        for x, _ in loader:
+            # the image id is in the dark column, wherever the flip put it
+            ids = torch.where(x[:, 0, 0, 0] > 0.99, (x[:, 0, 0, 1] * 255).round().long(),
+                              (x[:, 0, 0, 0] * 255).round().long())
+            state[ids] = x[:, 0, 0, 0] > 0.99
+        flipped.append(state)
+    assert torch.equal(flipped[0], ~flipped[1])  # each image flipped in exactly one of two epochs
+    assert torch.equal(flipped[0], flipped[2])  # a fixed pattern, not a fresh coin per epoch
+    assert 16 < int(flipped[0].sum()) < 48  # about half
+
+
+def test_tta_views_are_the_documented_average():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(5))
+    x = torch.rand(2, 3, 8, 8)
+    model(x)
+    assert torch.equal(tta_logits(model, x, "none"), model(x))
+    pair = 0.5 * model(x) + 0.5 * model(x.flip(3))
+    assert torch.allclose(tta_logits(model, x, "flip"), pair)
+    pad = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    views = [pad[:, :, :8, :8], pad[:, :, 2:, 2:]]
+    shifted = [0.5 * model(v) + 0.5 * model(v.flip(3)) for v in views]
+    expect = 0.5 * pair + 0.25 * (shifted[0] + shifted[1])
+    assert torch.allclose(tta_logits(model, x, "flip-translate"), expect, atol=1e-6)
+    assert CONFIG_TTA == TTA_KINDS
+    with pytest.raises(ValueError, match="unknown tta"):
+        tta_logits(model, x, "mirror")
+
+
+@pytest.mark.parametrize("bad", [{"tta": "mirror"}, {"progressive": [2]}, {"lr_start": 1.5},
+                                 {"bias_lr_scale": 0}, {"eval_every": -1},
+                                 {"lookahead_start": 1.0}])
+def test_speedrun_options_are_validated(bad):
+    with pytest.raises(ConfigError):
+        make_config(bad)
+
+
+def test_airbench_preset_trains_with_progressive_resizing_and_sparse_evaluation(tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "cache"))
+    seen: list[tuple[int, int]] = []
+    real_forward = cnnlab.models.speedrun.CifarSpeedNet.forward_features
+
+    def spy(self, x):
+        if self.training:
+            seen.append(tuple(x.shape[2:]))
+        return real_forward(self, x)
+
+    monkeypatch.setattr(cnnlab.models.speedrun.CifarSpeedNet, "forward_features", spy)
+    out = tmp_path / "run"
+    result = cnnlab.train(preset="cifar10-airbench94", data="digits", channels=3, epochs=3,
+                          batch_size=128, lr=0.2, progressive=[6], eval_every=2,
+                          tta="flip", progress=False, out=str(out))
+    assert result.test_accuracy > 0.5
+    assert seen[0] == (6, 6) and seen[-1] == (8, 8)
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [r["eval_acc"] != "" for r in rows] == [False, True, True]
+    assert float(rows[-1]["eval_acc"]) == pytest.approx(result.test_accuracy, abs=1e-4)
+    # the fitted whitening filters travel in the checkpoint
+    loaded = cnnlab.load_model(out)
+    trained_whiten = loaded.whiten.weight
+    assert trained_whiten.abs().sum() > 0 and not torch.equal(
+        trained_whiten, create_model("cifar-speednet").whiten.weight)

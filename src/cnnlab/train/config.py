@@ -19,7 +19,6 @@ from ..errors import ConfigError, did_you_mean
 OPTIMIZERS = ("sgd", "adam", "adamw", "riemannian-sgd")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 PRECISIONS = ("auto", "fp32", "bf16")
-TTA_KINDS = ("none", "flip", "flip-translate")
 
 
 @dataclass
@@ -108,6 +107,8 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        from ..evaluate.metrics import TTA_KINDS
+
         for name, value, choices in [("optimizer", self.optimizer, OPTIMIZERS),
                                      ("schedule", self.schedule, SCHEDULES),
                                      ("precision", self.precision, PRECISIONS),

@@ -24,7 +24,7 @@ from torch import nn
 
 from .. import __version__
 from ..data import Loader, build_augment, fit_normalization, load_data
-from ..data.dataset import Dataset, train_subset
+from ..data.dataset import Dataset, Split, train_subset
 from ..errors import ConfigError, TrainingError
 from ..evaluate.metrics import autocast, classification_metrics, predict_logits, topk_accuracy
 from ..models import create_model, resolve_name
@@ -307,14 +307,13 @@ def _resize(x: torch.Tensor, size: int, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def _init_from_data(model: nn.Module, train_split: Dataset | object, seed: int,
-                    n: int = 5000) -> None:
+def _init_from_data(model: nn.Module, train_split: Split, seed: int, n: int = 5000) -> None:
     """Models with a data-dependent first layer (cifar-speednet's patch whitening) fit it on
     up to ``n`` training images (a seeded sample), before the first step."""
     init = getattr(model, "init_from_data", None)
     if init is None:
         return
-    images = train_split.images  # type: ignore[attr-defined]
+    images = train_split.images
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(images), generator=gen)[:n]
     init(images[idx].float().div_(255.0))

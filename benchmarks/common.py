@@ -41,10 +41,13 @@ def mean_std(values: list[float]) -> dict[str, float]:
 
 
 class PerSampleDataset(TorchDataset):
-    """uint8 images → per-sample float conversion and augmentation in Python (the usual way)."""
+    """uint8 images → per-sample float conversion, augmentation (pad 4 reflect + random crop +
+    random flip) and optional normalization in Python (the usual way)."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: bool) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: bool,
+                 normalize: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         self.images, self.labels, self.augment = images, labels, augment
+        self.normalize = normalize
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -57,14 +60,23 @@ class PerSampleDataset(TorchDataset):
             x = pad[:, dy:dy + x.shape[1], dx:dx + x.shape[2]]
             if torch.rand(()) < 0.5:
                 x = x.flip(2)
+        if self.normalize is not None:
+            mean, std = self.normalize
+            x = (x - mean) / std
         return x, self.labels[i]
 
 
 def plain_baseline(model: nn.Module, data, *, epochs: int, batch_size: int, lr: float,
                    optimizer: str = "sgd", augment: bool = False,
+                   normalize: tuple[torch.Tensor, torch.Tensor] | None = None,
                    max_batches: int | None = None) -> dict[str, Any]:
-    """Train ``model`` the ordinary way; returns images/s and test accuracy per epoch."""
-    loader = DataLoader(PerSampleDataset(data.train.images, data.train.labels, augment),
+    """Train ``model`` the ordinary way; returns images/s and test accuracy per epoch.
+
+    ``normalize``: per-channel (mean, std) of shape (C, 1, 1), applied per sample in training
+    and to the test images.
+    """
+    loader = DataLoader(PerSampleDataset(data.train.images, data.train.labels, augment,
+                                         normalize),
                         batch_size=batch_size, shuffle=True, num_workers=0)
     opt = (torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
            if optimizer == "sgd" else torch.optim.Adam(model.parameters(), lr=lr))
@@ -87,6 +99,8 @@ def plain_baseline(model: nn.Module, data, *, epochs: int, batch_size: int, lr: 
         with torch.no_grad():
             for i in range(0, len(data.test), 500):
                 x = data.test.images[i:i + 500].float() / 255.0
+                if normalize is not None:
+                    x = (x - normalize[0]) / normalize[1]
                 correct += (model(x).argmax(1) == data.test.labels[i:i + 500]).sum().item()
         rows.append({"epoch": epoch + 1, "test_accuracy": correct / len(data.test),
                      "images_per_s": seen / train_s, "epoch_seconds": train_s,

@@ -61,7 +61,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cnnlab  # noqa: E402
-from common import SHARED, mean_std, save_result, write_results_md  # noqa: E402
+from common import SHARED, mean_std, plain_baseline, save_result, write_results_md  # noqa: E402
 
 TASKS = {
     "mnist": {"preset": "mnist-speedrun", "data": "mnist", "data_dir": str(SHARED),
@@ -169,65 +169,20 @@ def ordinary_cifar_net() -> nn.Sequential:
                          nn.Linear(256, 10))
 
 
-class PerSampleCifar(TorchDataset):
-    """uint8 images → pad 4 (reflect) + random 32×32 crop + random flip + normalize, per image."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, train: bool) -> None:
-        self.images, self.labels, self.train = images, labels, train
-        self.mean = torch.tensor([0.4914, 0.4822, 0.4465]).view(3, 1, 1)
-        self.std = torch.tensor([0.2470, 0.2435, 0.2616]).view(3, 1, 1)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        x = self.images[i].float().div(255.0)
-        if self.train:
-            x = F.pad(x[None], (4, 4, 4, 4), mode="reflect")[0]
-            dy, dx = torch.randint(0, 9, (2,)).tolist()
-            x = x[:, dy:dy + 32, dx:dx + 32]
-            if torch.rand(()) < 0.5:
-                x = x.flip(2)
-        return (x - self.mean) / self.std, int(self.labels[i])
+CIFAR_STATS = (torch.tensor([0.4914, 0.4822, 0.4465]).view(3, 1, 1),
+               torch.tensor([0.2470, 0.2435, 0.2616]).view(3, 1, 1))
 
 
 def run_cifar_baseline(data, *, epochs: int, max_batches: int | None = None,
                        seed: int = 1) -> dict:
+    """common.plain_baseline on the ordinary net: per-image pad/crop/flip/normalize, SGD."""
     torch.manual_seed(seed)
-    model = ordinary_cifar_net()
-    train_loader = DataLoader(PerSampleCifar(data.train.images, data.train.labels, True),
-                              batch_size=128, shuffle=True)
-    test_loader = DataLoader(PerSampleCifar(data.test.images, data.test.labels, False),
-                             batch_size=500)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    curve, t_start = [], time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        model.train()
-        t0, seen = time.perf_counter(), 0
-        for b, (x, y) in enumerate(train_loader):
-            if max_batches is not None and b >= max_batches:
-                break
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            optimizer.step()
-            seen += len(y)
-        train_s = time.perf_counter() - t0
-        model.eval()
-        correct = 0
-        with torch.no_grad():
-            for x, y in test_loader:
-                correct += (model(x).argmax(1) == y).sum().item()
-        acc = correct / len(data.test)
-        curve.append({"epoch": epoch, "test_accuracy": acc,
-                      "images_per_s": round(seen / train_s, 1),
-                      "elapsed_seconds": round(time.perf_counter() - t_start, 2)})
-        print(f"baseline epoch {epoch}: {acc:.4f}, {seen / train_s:.0f} img/s", file=sys.stderr)
+    result = plain_baseline(ordinary_cifar_net(), data, epochs=epochs, batch_size=128, lr=0.05,
+                            augment=True, normalize=CIFAR_STATS, max_batches=max_batches)
     return {"recipe": "cifar-speednet's layer table as plain modules, default init; DataLoader "
                       "with per-image pad/crop/flip/normalize; SGD 0.9, lr 0.05, wd 5e-4, "
                       "batch 128, fp32 eager NCHW",
-            "curve": curve, "threads": torch.get_num_threads(),
-            "images_per_s": statistics.median(c["images_per_s"] for c in curve)}
+            "threads": torch.get_num_threads(), **result}
 
 
 def run_reference(task: dict, mode: str, out_dir: Path, extra: list[str]) -> dict:
@@ -366,7 +321,7 @@ def cifar10_report(args, task, data, runs, acc_stats, wall_stats, extra, stamp) 
                 f"airbench94 recipe {reference['wall_seconds']:.0f} s ({reference['mode']}); "
                 f"preset {ratio:.2f}× faster")
     if baseline:
-        last = baseline["curve"][-1]
+        last = baseline["epochs"][-1]
         ref_text += (f"; ordinary way {baseline['images_per_s']:.0f} img/s, "
                      f"{last['test_accuracy']:.1%} after {last['epoch']} epochs")
     summary = [{"task": "speedrun-cifar10",

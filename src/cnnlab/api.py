@@ -15,7 +15,7 @@ import torch
 
 from .data import load_data
 from .data.images import IMAGE_EXTENSIONS, decode_image
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError, ConfigError, DataError
 from .train import train
 
 __all__ = ["evaluate", "load_data", "load_model", "load_run_data", "predict", "train"]
@@ -64,19 +64,26 @@ def load_run_data(run_dir: str | Path, meta: dict[str, Any], *, data: str | None
 
 def evaluate(run_dir: str | Path, *, data: str | None = None, data_dir: str | None = None,
              split: str = "test", batch_size: int = 500, val_fraction: float | None = None,
-             seed: int | None = None) -> dict[str, Any]:
-    """Top-1, top-5, per-class precision/recall/F1 and the confusion matrix of a trained run."""
-    from .evaluate.metrics import classification_metrics, predict_logits
+             seed: int | None = None, tta: str = "none") -> dict[str, Any]:
+    """Top-1, top-5, per-class precision/recall/F1 and the confusion matrix of a trained run.
+
+    ``tta`` averages the logits over test-time views (none | flip | flip-translate), so a
+    run trained with one kind can be scored with another afterwards.
+    """
+    from .evaluate.metrics import TTA_KINDS, classification_metrics, predict_logits
+
+    if tta not in TTA_KINDS:
+        raise ConfigError(f"--tta must be one of {', '.join(TTA_KINDS)}, got '{tta}'")
 
     model = load_model(run_dir)
     meta = model.meta
     ds = load_run_data(run_dir, meta, data=data, data_dir=data_dir, val_fraction=val_fraction,
                        seed=seed)
     part = ds.split(split)
-    logits = predict_logits(model, part, batch_size=batch_size)
+    logits = predict_logits(model, part, batch_size=batch_size, tta=tta)
     out = classification_metrics(logits, part.labels, meta.get("classes") or ds.classes)
     out.update({"run_dir": str(run_dir), "data": ds.name, "split": split,
-                "model": meta["model"]})
+                "model": meta["model"], "tta": tta})
     return out
 
 

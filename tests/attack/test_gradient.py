@@ -149,3 +149,31 @@ def test_impossible_budgets_are_refused(eps, norm):
     with pytest.raises(ConfigError, match="steps"):
         pgd(linear_model(), torch.rand(1, 1, 3, 4, dtype=torch.float64), torch.tensor([0]), 0.1,
             steps=0)
+
+
+def test_restarts_keep_the_worst_case_per_image(digits_model, digits_data):
+    from cnnlab.attack.robustness import gradient_attack
+
+    _, _, x, y = digits_data
+    x, y = x[:200], y[:200]
+
+    def accuracy(x_adv):
+        return (digits_model(x_adv).argmax(1) == y).float().mean().item()
+
+    # a weak attack (few steps, small ε) leaves images standing that other starts break
+    one = gradient_attack(digits_model, x, y, 0.06, steps=2, seed=0)
+    five = gradient_attack(digits_model, x, y, 0.06, steps=2, seed=0, restarts=5)
+    assert accuracy(five) < accuracy(one)
+    # the first start is the same, later starts only replace images not yet broken
+    broken_once = digits_model(one).argmax(1) != y
+    assert torch.equal(five[broken_once], one[broken_once])
+    assert (five - x).abs().max() <= 0.06 and five.min() >= 0 and five.max() <= 1
+
+
+def test_restarts_are_for_pgd_only(digits_run):
+    from cnnlab.attack import run_attack
+
+    with pytest.raises(ConfigError, match="--restarts"):
+        run_attack(digits_run, method="fgsm", eps=0.1, restarts=3, n=10)
+    with pytest.raises(ConfigError, match="--restarts"):
+        run_attack(digits_run, method="pgd", eps=0.1, restarts=0, n=10)

@@ -35,6 +35,19 @@ def test_evaluate_json(run_dir, capsys):
     assert len(out["confusion_matrix"]) == 10
 
 
+def test_evaluate_with_test_time_augmentation(run_dir, capsys):
+    assert main(["evaluate", str(run_dir), "--tta", "flip", "--json"]) == 0
+    flipped = json.loads(capsys.readouterr().out)
+    assert flipped["tta"] == "flip" and 0 < flipped["accuracy"] <= 1
+    assert main(["evaluate", str(run_dir), "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    # digits are not mirror-symmetric: averaging in the mirrored view changes the logits
+    assert plain["tta"] == "none"
+    assert plain["confusion_matrix"] != flipped["confusion_matrix"]
+    assert main(["evaluate", str(run_dir), "--tta", "rotate"]) == 2
+    assert "--tta must be one of" in capsys.readouterr().err
+
+
 def test_evaluate_table(run_dir, capsys):
     assert main(["evaluate", str(run_dir)]) == 0
     out = capsys.readouterr().out

@@ -96,7 +96,7 @@ def run_attack(run: str | Path, *, method: str, eps: Any = None, norm: str = "li
                targeted: str | int | None = None, data: str | None = None,
                data_dir: str | None = None, n: int = 1000, n_train: int = 1000,
                patch_size: Any = None, samples: int = 10, draws: int = 20,
-               algorithm: str = "sgd",
+               algorithm: str = "sgd", restarts: int = 1,
                batch_size: int = 250, seed: int = 0, out: str | Path | None = None,
                gallery: bool = True) -> dict[str, Any]:
     """Attack the model of ``run`` with ``method`` and report (see :mod:`.metrics`).
@@ -107,7 +107,8 @@ def run_attack(run: str | Path, *, method: str, eps: Any = None, norm: str = "li
     ``patch_size``: patch side(s) as fractions of the image side. ``samples``: EOT transforms
     per step; ``draws``: fresh transforms per image when measuring EOT. ``algorithm``: how the
     universal perturbation is computed, ``sgd`` or the paper's ``deepfool`` (see
-    :mod:`.universal`).
+    :mod:`.universal`). ``restarts``: PGD from that many random starts, the worst case per
+    image counted.
     """
     from ..api import load_model
 
@@ -116,7 +117,8 @@ def run_attack(run: str | Path, *, method: str, eps: Any = None, norm: str = "li
     if norm not in NORMS:
         raise ConfigError(f"--norm must be one of {', '.join(NORMS)}, got '{norm}'")
     for value, flag in ((n, "--n"), (n_train, "--n-train"), (samples, "--samples"),
-                        (draws, "--draws"), (batch_size, "--batch-size")):
+                        (draws, "--draws"), (batch_size, "--batch-size"),
+                        (restarts, "--restarts")):
         check_steps(value, flag)
     steps = DEFAULT_STEPS[method] if steps is None else steps
     check_steps(steps)
@@ -128,6 +130,8 @@ def run_attack(run: str | Path, *, method: str, eps: Any = None, norm: str = "li
     if method == "universal" and targeted is not None:
         raise ConfigError("--targeted: universal perturbations here are untargeted "
                           "(the paper's fooling rate counts any label change)")
+    if restarts > 1 and method != "pgd":
+        raise ConfigError("--restarts applies to --method pgd only")
     if method == "patch" and norm != "linf":
         raise ConfigError("--norm does not apply to --method patch (its budget is its size)")
 
@@ -152,7 +156,8 @@ def run_attack(run: str | Path, *, method: str, eps: Any = None, norm: str = "li
     common = dict(method=method, norm=norm, steps=steps, target=target, seed=seed,
                   batch_size=batch_size)
     if method in ("fgsm", "pgd"):
-        result, x_adv = _gradient(model, x, y, eps_values, step_size=step_size, **common)
+        result, x_adv = _gradient(model, x, y, eps_values, step_size=step_size,
+                                  restarts=restarts, **common)
     elif method == "universal":
         x_train, _ = sample(ds.train, n_train, seed)
         result, x_adv, extra = _universal(model, x, y, x_train, eps_values, step_size=step_size,
@@ -182,15 +187,16 @@ def _headline(points: list[dict], key: str = "eps") -> dict:
 
 
 def _gradient(model, x, y, eps_values, *, method, norm, steps, step_size, target, seed,
-              batch_size):
+              batch_size, restarts=1):
     steps = 1 if method == "fgsm" else steps
     points, x_adv, _ = robustness_curve(model, x, y, eps_values, method=method, norm=norm,
                                         steps=steps, step_size=step_size, target=target,
-                                        batch_size=batch_size, seed=seed)
+                                        batch_size=batch_size, seed=seed, restarts=restarts)
     for p in points:
         p["step_size"] = (p["eps"] if method == "fgsm" else
                           step_size if step_size is not None else 2.5 * p["eps"] / steps)
-    return {"method": method, "norm": norm, "steps": steps, **_headline(points)}, x_adv
+    return {"method": method, "norm": norm, "steps": steps, "restarts": restarts,
+            **_headline(points)}, x_adv
 
 
 def _universal(model, x, y, x_train, eps_values, *, method, norm, steps, step_size, algorithm,

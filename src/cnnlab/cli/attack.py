@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default 0.1,0.2,0.3,0.4)")
     p.add_argument("--algorithm", default="sgd", help="universal: sgd (projected stochastic "
                    "gradient, default) | deepfool (the paper's)")
+    p.add_argument("--restarts", type=int, default=1, help="PGD: random starts per image; an "
+                   "image counts as broken if any start breaks it (use ≥ 5 to trust a defence)")
     p.add_argument("--samples", type=int, default=10, help="EOT: transforms averaged per step")
     p.add_argument("--draws", type=int, default=20, help="EOT: fresh transforms per image "
                    "when measuring success")
@@ -64,6 +66,7 @@ def run_attack_cmd(args: argparse.Namespace) -> int:
                         steps=args.steps, step_size=args.step_size, targeted=args.targeted,
                         data=args.data, data_dir=args.data_dir, n=args.n, n_train=args.n_train,
                         patch_size=args.patch_size, samples=args.samples, draws=args.draws,
+                        restarts=args.restarts,
                         algorithm=args.algorithm, batch_size=args.batch_size, seed=args.seed,
                         out=args.out)
     if args.json:

@@ -83,10 +83,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--eval-batch-size", type=int)
     o.add_argument("--eval-every", type=int, metavar="N", help="evaluate every N epochs "
                    "(0: after the last only; saves time in speed-runs)")
-    o.add_argument("--optimizer", help="sgd | adam | adamw")
+    o.add_argument("--optimizer", help="sgd | adam | adamw | riemannian-sgd | muon (conv filters "
+                   "orthogonalized, Jordan 2024; SGD for the rest)")
     o.add_argument("--lr", type=float, help="peak learning rate")
     o.add_argument("--momentum", type=float)
-    o.add_argument("--nesterov", action="store_true")
+    o.add_argument("--nesterov", action=argparse.BooleanOptionalAction)
     o.add_argument("--weight-decay", type=float)
     o.add_argument("--schedule", help="constant | step | cosine | onecycle")
     o.add_argument("--warmup-epochs", type=float, help="epochs to the peak lr (onecycle: "
@@ -97,8 +98,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the peak (default 0)")
     o.add_argument("--bias-lr-scale", type=float, help="lr multiplier for BatchNorm shifts, "
                    "which then get weight decay / this (airbench: 64)")
-    o.add_argument("--lookahead", action="store_true", help="look-ahead EMA: every 5 steps "
-                   "the weights are pulled to their running average (airbench)")
+    o.add_argument("--muon-lr", type=float, help="--optimizer muon: the conv filters' lr, an "
+                   "angle per step since their norm is held fixed (default 0.24)")
+    o.add_argument("--muon-momentum", type=float, help="--optimizer muon: the filters' "
+                   "Nesterov momentum (default 0.6); --momentum is the other parameters'")
+    o.add_argument("--lookahead", action=argparse.BooleanOptionalAction, help="look-ahead "
+                   "EMA: every 5 steps the weights are pulled to their running average "
+                   "(airbench); --no-lookahead turns a preset's off")
     o.add_argument("--lookahead-start", type=float, help="fraction of the steps before the "
                    "look-ahead starts (default 0.3)")
     o.add_argument("--step-size", type=int, help="epochs between decays (schedule step)")
@@ -144,6 +150,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--data-dir")
     e.add_argument("--split", default="test", help="train | val | test (default test)")
     e.add_argument("--batch-size", type=int, default=500)
+    e.add_argument("--tta", default="none", help="test-time augmentation: none | flip | "
+                   "flip-translate (6 views: mirror x shift 0/±1 px, airbench's)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=run_evaluate)
 
@@ -210,11 +218,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from . import emit_json, print_table
 
     out = evaluate(args.run, data=args.data, data_dir=args.data_dir, split=args.split,
-                   batch_size=args.batch_size)
+                   batch_size=args.batch_size, tta=args.tta)
     if args.json:
         emit_json(out)
         return 0
-    print(f"{out['model']} on {out['data']} ({out['split']}, {out['n']} images): "
+    views = "" if out["tta"] == "none" else f", TTA {out['tta']}"
+    print(f"{out['model']} on {out['data']} ({out['split']}, {out['n']} images{views}): "
           f"top-1 {out['accuracy']:.4f}   top-5 {out['top5']:.4f}   macro-F1 "
           f"{out['macro_f1']:.4f}\n")
     print_table([[r["class"], r["precision"], r["recall"], r["f1"], r["support"]]

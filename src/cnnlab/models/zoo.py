@@ -8,6 +8,7 @@ from . import (  # noqa: F401
     preact_resnet,
     research,
     resnet,
+    robust,
     ror,
     simple,
     speedrun,

@@ -16,7 +16,7 @@ import yaml
 
 from ..errors import ConfigError, did_you_mean
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "riemannian-sgd")
+OPTIMIZERS = ("sgd", "adam", "adamw", "riemannian-sgd", "muon")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -44,6 +44,8 @@ class TrainConfig:
     lr_start: float = 0.0  # onecycle: the lr at step 0, as a fraction of the peak
     lr_end: float = 0.0  # onecycle: the lr at the last step, as a fraction of the peak
     bias_lr_scale: float = 1.0  # lr × this for BatchNorm shifts (airbench: 64); see optim.py
+    muon_lr: float = 0.24  # optimizer=muon: the conv filters' lr (an angle per step); muon.py
+    muon_momentum: float = 0.6  # ... and their momentum (Nesterov); SGD's for the rest
     lookahead: bool = False  # EMA weights copied back every 5 steps (airbench); see lookahead.py
     lookahead_start: float = 0.3  # ... from this fraction of the training steps on
     step_size: int = 10  # epochs between x gamma decays, for schedule=step
@@ -99,6 +101,8 @@ class TrainConfig:
             (0 <= self.lr_start <= 1 and 0 <= self.lr_end <= 1,
              "--lr-start and --lr-end are fractions of the peak lr, in [0, 1]"),
             (self.bias_lr_scale > 0, "--bias-lr-scale must be > 0"),
+            (self.muon_lr > 0, f"--muon-lr must be > 0, got {self.muon_lr}"),
+            (0 <= self.muon_momentum < 1, "--muon-momentum must be in [0, 1)"),
             (0 <= self.lookahead_start < 1, "--lookahead-start must be a fraction in [0, 1)"),
             (self.eval_every >= 0, "--eval-every must be ≥ 0 (0: evaluate after the last epoch)"),
             (all(isinstance(v, int) and v >= 4 for v in self.progressive),

@@ -28,11 +28,15 @@ augmentation included, in ≤ half the record holder's time on the same CPU):
 
 * **the preset** — ``cnnlab train --preset cifar10-speedrun --data …/cifar10-jpeg``, per seed as
   above (wall time includes the data load from the warm decode cache and the 6-view TTA).
+  It evaluates only after its last epoch; with ``--keep-snapshots`` each epoch's weights are
+  kept, and scored afterwards (untimed, one view) for the time-to-accuracy curve.
 * **the reference** — the record holder's recipe, ``--preset cifar10-airbench94`` (airbench94 in
   cnnlab flags), timed the same way. ``--reference full`` trains it all the way (one seed,
   ~35 min here); ``--reference estimate`` (default) times a 2-epoch run of it and extrapolates:
   wall = (2-epoch wall − its 2 epochs) + 10 × its second (steady-state) epoch — the start, data
   load and TTA evaluation are measured, the training is per-epoch time × epochs.
+  ``--reference reuse`` takes the full reference run already in results/speedrun-cifar10.json,
+  and only if that file was written on the same CPU kind with the same thread count.
 * **the baseline** — the same layer table written the ordinary way: plain ``nn`` modules with
   PyTorch's default init (no whitening, no Dirac init, learned BN scales), a ``DataLoader`` whose
   Dataset pads, crops, flips and normalizes one image at a time, SGD (momentum 0.9, lr 0.05,
@@ -185,8 +189,29 @@ def run_cifar_baseline(data, *, epochs: int, max_batches: int | None = None,
             "threads": torch.get_num_threads(), **result}
 
 
+def reused_reference(name: str) -> dict:
+    """The full reference run of an earlier results/<name>.json — on this CPU kind only."""
+    from cnnlab.perf.hardware import machine_info
+
+    path = Path(__file__).resolve().parent / "results" / f"{name}.json"
+    if not path.exists():
+        raise SystemExit(f"--reference reuse: {path} does not exist; run --reference full once")
+    old = json.loads(path.read_text())
+    ref, here = old.get("reference") or {}, machine_info()
+    if ref.get("mode") not in ("full", "reused"):
+        raise SystemExit(f"--reference reuse: {path} holds no full reference run")
+    for key in ("cpu_kind", "threads"):
+        if old["machine"].get(key) != here.get(key):
+            raise SystemExit(f"--reference reuse: {path} was measured with {key} = "
+                             f"{old['machine'].get(key)!r}, this machine has {here.get(key)!r}")
+    return {**ref, "mode": "reused", "measured": old.get("date") if ref.get("mode") == "full"
+            else ref.get("measured")}
+
+
 def run_reference(task: dict, mode: str, out_dir: Path, extra: list[str]) -> dict:
     """The record holder's recipe, trained fully or timed for 2 epochs and extrapolated."""
+    if mode == "reuse":
+        return reused_reference("speedrun-cifar10")
     epochs = task["reference_epochs"]
     ref = {**task, "preset": task["reference"]}
     if mode == "full":
@@ -227,6 +252,32 @@ def run_preset(task: dict, seed: int, out_dir: Path, extra: list[str]) -> dict:
             "run_dir": result["run_dir"], "curve": curve, "command": " ".join(cmd[2:])}
 
 
+def time_to_accuracy(runs: list[dict]) -> list[dict]:
+    """Per epoch, the seeds' mean cumulative training time and mean one-view test accuracy."""
+    points = []
+    for i, point in enumerate(runs[0]["curve"]):
+        accs = [r["curve"][i].get("test_accuracy_one_view") for r in runs]
+        if any(a is None for a in accs):
+            return []
+        points.append({"epoch": point["epoch"],
+                       "train_seconds": statistics.mean(r["curve"][i]["train_seconds"]
+                                                        for r in runs),
+                       "accuracy": statistics.mean(accs)})
+    return points
+
+
+def add_snapshot_accuracy(run: dict, data) -> None:
+    """Score each epoch's kept weights on the test split (one view, so every epoch compares;
+    the last epoch's TTA figure is the run's own) into the run's curve."""
+    from cnnlab.evaluate.metrics import predict_logits, topk_accuracy
+
+    for point in run["curve"]:
+        model = cnnlab.load_model(run["run_dir"], snapshot=point["epoch"])
+        model = model.to(memory_format=torch.channels_last)
+        logits = predict_logits(model, data.test, batch_size=1000, channels_last=True)
+        point["test_accuracy_one_view"] = round(topk_accuracy(logits, data.test.labels), 5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -235,7 +286,8 @@ def main() -> None:
     parser.add_argument("--baseline-epochs", type=int, default=None,
                         help="cap on baseline epochs (mnist: 6) / its epochs (cifar10: 2)")
     parser.add_argument("--no-baseline", action="store_true", help="preset runs only")
-    parser.add_argument("--reference", choices=("estimate", "full", "none"), default="estimate",
+    parser.add_argument("--reference", choices=("estimate", "full", "reuse", "none"),
+                        default="estimate",
                         help="cifar10: how to time the record holder's recipe (see above)")
     parser.add_argument("--smoke", action="store_true", help="seconds: checks the script only")
     parser.add_argument("--out", default="runs/bench", help="where run directories go")
@@ -253,8 +305,14 @@ def main() -> None:
 
     data = cnnlab.load_data(task["data"], data_dir=task["data_dir"])  # warms the decode cache
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    runs = [run_preset(task, s, Path(args.out) / f"speedrun-{args.task}-{stamp}-seed{s}", extra)
-            for s in seeds]
+    # cifar10 evaluates only after the last epoch (6 views); each epoch's weights are kept and
+    # scored afterwards, untimed, for the time-to-accuracy curve
+    keep = ["--keep-snapshots"] if args.task == "cifar10" else []
+    runs = [run_preset(task, s, Path(args.out) / f"speedrun-{args.task}-{stamp}-seed{s}",
+                       [*keep, *extra]) for s in seeds]
+    if keep:
+        for run in runs:
+            add_snapshot_accuracy(run, data)
     accs = [r["test_accuracy"] for r in runs]
     walls = [r["wall_seconds"] for r in runs]
     acc_stats, wall_stats = mean_std(accs), mean_std(walls)
@@ -328,17 +386,25 @@ def cifar10_report(args, task, data, runs, acc_stats, wall_stats, extra, stamp) 
                 "what": f"--preset {task['preset']}: test accuracy (TTA) mean ± std (min), wall s "
                         f"({runs[0]['precision']})",
                 "figure": figure, "baseline": ref_text}]
+    curve = time_to_accuracy(runs)
+    if curve:
+        summary.append({"task": "speedrun-cifar10",
+                        "what": "time to accuracy: mean training seconds → mean test accuracy "
+                                "(one view) after each epoch",
+                        "figure": ", ".join(f"{c['train_seconds']:.0f} s → {c['accuracy']:.1%}"
+                                            for c in curve)})
     payload = {
         "command": f"cnnlab train --preset {task['preset']} --data {task['data']} "
                    + " ".join(extra),
         "target_accuracy": task["target"], "runs": runs, "test_accuracy": acc_stats,
         "wall_seconds": wall_stats, "reference": reference, "baseline": baseline,
-        "speedup_vs_reference": ratio,
+        "speedup_vs_reference": ratio, "time_to_accuracy": curve,
         "reached": {"accuracy": acc_stats["mean"] >= task["target"],
                     "speedup": ratio is not None and ratio >= task["speedup"]},
         "summary_rows": summary}
     if args.smoke:
-        print(json.dumps({"smoke": True, **summary[0], "wall_seconds": wall_stats}))
+        print(json.dumps({"smoke": True, **summary[0], "wall_seconds": wall_stats,
+                          "time_to_accuracy": curve}))
         return
     path = save_result("speedrun-cifar10", payload)
     write_results_md()

@@ -21,8 +21,11 @@ from .train import train
 __all__ = ["evaluate", "load_data", "load_model", "load_run_data", "predict", "train"]
 
 
-def load_model(run_dir: str | Path) -> torch.nn.Module:
-    """The trained model of a run directory, in eval mode; it takes float input in [0, 1]."""
+def load_model(run_dir: str | Path, snapshot: int | None = None) -> torch.nn.Module:
+    """The trained model of a run directory, in eval mode; it takes float input in [0, 1].
+
+    ``snapshot``: the weights kept after that epoch (runs trained with ``--keep-snapshots``).
+    """
     from .models import create_model
     from .train import checkpoint as ckpt
 
@@ -33,7 +36,7 @@ def load_model(run_dir: str | Path) -> torch.nn.Module:
                              norm=meta.get("norm", "standardize"), **meta.get("model_kwargs", {}))
     except KeyError as exc:
         raise CheckpointError(f"{run_dir}/model.json lacks {exc}") from exc
-    ckpt.load_weights_into(model, ckpt.read_weights(run_dir), str(run_dir))
+    ckpt.load_weights_into(model, ckpt.read_weights(run_dir, snapshot), str(run_dir))
     model.classes = meta.get("classes")
     model.meta = meta
     return model.eval()
@@ -64,18 +67,20 @@ def load_run_data(run_dir: str | Path, meta: dict[str, Any], *, data: str | None
 
 def evaluate(run_dir: str | Path, *, data: str | None = None, data_dir: str | None = None,
              split: str = "test", batch_size: int = 500, val_fraction: float | None = None,
-             seed: int | None = None, tta: str = "none") -> dict[str, Any]:
+             seed: int | None = None, tta: str = "none",
+             snapshot: int | None = None) -> dict[str, Any]:
     """Top-1, top-5, per-class precision/recall/F1 and the confusion matrix of a trained run.
 
     ``tta`` averages the logits over test-time views (none | flip | flip-translate), so a
-    run trained with one kind can be scored with another afterwards.
+    run trained with one kind can be scored with another afterwards. ``snapshot``: score the
+    weights kept after that epoch instead of the final ones.
     """
     from .evaluate.metrics import TTA_KINDS, classification_metrics, predict_logits
 
     if tta not in TTA_KINDS:
         raise ConfigError(f"--tta must be one of {', '.join(TTA_KINDS)}, got '{tta}'")
 
-    model = load_model(run_dir)
+    model = load_model(run_dir, snapshot)
     meta = model.meta
     ds = load_run_data(run_dir, meta, data=data, data_dir=data_dir, val_fraction=val_fraction,
                        seed=seed)
@@ -83,7 +88,7 @@ def evaluate(run_dir: str | Path, *, data: str | None = None, data_dir: str | No
     logits = predict_logits(model, part, batch_size=batch_size, tta=tta)
     out = classification_metrics(logits, part.labels, meta.get("classes") or ds.classes)
     out.update({"run_dir": str(run_dir), "data": ds.name, "split": split,
-                "model": meta["model"], "tta": tta})
+                "model": meta["model"], "tta": tta, "snapshot": snapshot})
     return out
 
 

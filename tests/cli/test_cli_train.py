@@ -125,3 +125,24 @@ def test_real_process_exit_code_and_no_traceback():
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: --epochs must be at least 1, got 0"
     assert proc.stdout == ""
+
+
+def test_snapshots_give_accuracy_per_epoch(tmp_path, capsys):
+    out = tmp_path / "snap"
+    assert main(["train", "--epochs", "3", "--precision", "fp32", "--eval-every", "0",
+                 "--keep-snapshots", "--out", str(out), "--no-progress", "--no-report"]) == 0
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == [
+        "epoch-001.safetensors", "epoch-002.safetensors", "epoch-003.safetensors"]
+    capsys.readouterr()
+    accs = []
+    for epoch in (1, 2, 3):
+        assert main(["evaluate", str(out), "--snapshot", str(epoch), "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["snapshot"] == epoch
+        accs.append(result["accuracy"])
+    assert main(["evaluate", str(out), "--json"]) == 0
+    final = json.loads(capsys.readouterr().out)
+    assert final["accuracy"] == accs[-1]  # the last snapshot is the final model
+    assert len(set(accs)) > 1  # and the earlier ones are not
+    assert main(["evaluate", str(out), "--snapshot", "9"]) == 2
+    assert "no snapshot of epoch 9 (kept: 1, 2, 3)" in capsys.readouterr().err

@@ -137,6 +137,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "flags (below); `--preset list` describes them")
     r.add_argument("--no-report", dest="report", action="store_false",
                    help="do not write report.html after training (`cnnlab report RUN` later)")
+    r.add_argument("--keep-snapshots", action="store_true", help="also keep each epoch's "
+                   "weights in RUN/snapshots/ (score them later: cnnlab evaluate RUN --snapshot "
+                   "N), for an accuracy-per-epoch curve that costs the run no evaluation time")
     r.add_argument("--print-config", action="store_true", help="print the resolved config, exit")
     r.add_argument("--json", action="store_true", help="print one JSON result on stdout")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -152,6 +155,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--batch-size", type=int, default=500)
     e.add_argument("--tta", default="none", help="test-time augmentation: none | flip | "
                    "flip-translate (6 views: mirror x shift 0/±1 px, airbench's)")
+    e.add_argument("--snapshot", type=int, metavar="EPOCH", help="score the weights kept after "
+                   "this epoch (runs trained with --keep-snapshots)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=run_evaluate)
 
@@ -218,11 +223,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from . import emit_json, print_table
 
     out = evaluate(args.run, data=args.data, data_dir=args.data_dir, split=args.split,
-                   batch_size=args.batch_size, tta=args.tta)
+                   batch_size=args.batch_size, tta=args.tta, snapshot=args.snapshot)
     if args.json:
         emit_json(out)
         return 0
     views = "" if out["tta"] == "none" else f", TTA {out['tta']}"
+    if out["snapshot"] is not None:
+        views += f", weights after epoch {out['snapshot']}"
     print(f"{out['model']} on {out['data']} ({out['split']}, {out['n']} images{views}): "
           f"top-1 {out['accuracy']:.4f}   top-5 {out['top5']:.4f}   macro-F1 "
           f"{out['macro_f1']:.4f}\n")

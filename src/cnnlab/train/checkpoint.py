@@ -97,6 +97,28 @@ def save_model(run_dir: str | Path, model: torch.nn.Module, meta: dict[str, Any]
     write_json(run_dir / META, {**meta, "cnnlab_version": __version__})
 
 
+SNAPSHOTS = "snapshots"
+
+
+def snapshot_path(run_dir: str | Path, epoch: int) -> Path:
+    return Path(run_dir) / SNAPSHOTS / f"epoch-{epoch:03d}.safetensors"
+
+
+def save_snapshot(run_dir: str | Path, model: torch.nn.Module, epoch: int) -> None:
+    """The weights after ``epoch`` kept beside the run (``--keep-snapshots``): accuracy per epoch
+    can then be measured afterwards, outside the timed run (the time-to-accuracy curve)."""
+    path = snapshot_path(run_dir, epoch)
+    path.parent.mkdir(exist_ok=True)
+    blob = st_save(plain_state_dict(model), metadata={"format": "pt", "epoch": str(epoch)})
+    atomic_write(path, lambda f: f.write(blob))
+
+
+def list_snapshots(run_dir: str | Path) -> list[int]:
+    """Epochs with a kept snapshot, ascending."""
+    folder = Path(run_dir) / SNAPSHOTS
+    return sorted(int(p.stem.split("-")[1]) for p in folder.glob("epoch-*.safetensors"))
+
+
 def save_state(run_dir: str | Path, state: dict[str, Any]) -> None:
     atomic_write(Path(run_dir) / STATE, lambda f: torch.save(state, f))
 
@@ -127,8 +149,14 @@ def read_meta(run_dir: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{meta_path} is not valid JSON: {exc}") from exc
 
 
-def read_weights(run_dir: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(run_dir) / WEIGHTS
+def read_weights(run_dir: str | Path, snapshot: int | None = None) -> dict[str, torch.Tensor]:
+    """The run's final weights, or those kept after epoch ``snapshot``."""
+    path = Path(run_dir) / WEIGHTS if snapshot is None else snapshot_path(run_dir, snapshot)
+    if snapshot is not None and not path.is_file():
+        kept = list_snapshots(run_dir)
+        raise CheckpointError(f"{run_dir} has no snapshot of epoch {snapshot} ("
+                              + (f"kept: {', '.join(map(str, kept))}" if kept else
+                                 "train with --keep-snapshots to keep them") + ")")
     try:
         return st_load(path.read_bytes())
     except (SafetensorError, OSError, ValueError) as exc:

@@ -71,6 +71,7 @@ class TrainConfig:
     adv_step_size: float | None = None  # default 2.5·eps/steps (pgd), 1.25·eps (fgsm)
     adv_eps_warmup: float = 0.0  # epochs over which ε ramps linearly from 0 to adv_eps
     preset: str | None = None  # a named recipe (train/presets.py), layered under file and flags
+    keep_snapshots: bool = False  # also keep each epoch's weights in RUN/snapshots/
     report: bool = True  # write report.html after training (`cnnlab report RUN` does it later)
 
     def validate(self) -> TrainConfig:

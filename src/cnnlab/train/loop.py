@@ -265,6 +265,8 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
             _write_metrics(run_dir, history)
             meta = model_meta(cfg, data, {"epoch": epoch + 1, "precision": precision})
             ckpt.save_model(run_dir, model, meta)
+            if cfg.keep_snapshots:
+                ckpt.save_snapshot(run_dir, model, epoch + 1)
             ckpt.save_state(run_dir, {
                 "model": ckpt.plain_state_dict(model), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,

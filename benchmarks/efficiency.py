@@ -92,6 +92,11 @@ def measure(name: str, kwargs: dict, shape, batch: int, precision: str, channels
             "images_per_s": batch / t}
 
 
+def _g(gflops: float) -> str:
+    """Whole GFLOP/s, or two decimals below 10 (a smoke run on a loaded machine)."""
+    return f"{gflops:.0f}" if gflops >= 10 else f"{gflops:.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,9 +123,9 @@ def main() -> None:
         rows.append({"task": "efficiency", "what": f"{label}: training GFLOP/s (FlopCounterMode "
                      f"FLOPs / step time), batch {batch}, share of the {precision} matmul peak "
                      f"({peak[precision]:.0f} GFLOP/s)",
-                     "figure": f"{ours['gflops']:.0f} GFLOP/s ({100 * ours['peak_fraction']:.0f} "
+                     "figure": f"{_g(ours['gflops'])} GFLOP/s ({100 * ours['peak_fraction']:.0f} "
                                f"%), {ours['images_per_s']:.0f} img/s, {precision} channels-last",
-                     "baseline": f"{base['gflops']:.0f} GFLOP/s, {base['images_per_s']:.0f} "
+                     "baseline": f"{_g(base['gflops'])} GFLOP/s, {base['images_per_s']:.0f} "
                                  "img/s, fp32 NCHW"})
     payload = {"matmul_peak_gflops": peak, "precision": precision, "nets": nets,
                "summary_rows": rows}

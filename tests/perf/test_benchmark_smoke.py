@@ -101,7 +101,7 @@ def test_attacks_all(tmp_path):
     for rows, task in ((mnist, "mnist"), (adv, "mnist-adv"), (cifar, "cifar10")):
         for row in rows:
             check_row(row, f"attack {task}")
-    assert len(mnist) == 2 and len(adv) == 1 and len(cifar) == 3
+    assert len(mnist) == 2 and len(adv) == 3 and len(cifar) == 3
     clean = fraction(mnist[0]["what"], r"clean " + PCT)
     assert clean > 50 and 0 <= fraction(mnist[0]["figure"], "^" + PCT) <= clean
     curve = re.findall(r"([\d.]+): " + PCT, mnist[1]["figure"])
@@ -110,6 +110,9 @@ def test_attacks_all(tmp_path):
     assert accs[0] == pytest.approx(clean) and accs[-1] <= accs[0]
     robust, clean_adv = re.fullmatch(PCT + " / " + PCT, adv[0]["figure"]).groups()
     assert 0 <= float(robust) <= float(clean_adv) <= 100
+    assert "restarts" in adv[1]["what"] and 0 <= fraction(adv[1]["figure"], "^" + PCT) <= 100
+    adv_curve = re.findall(r"([\d.]+): " + PCT, adv[2]["figure"])
+    assert [float(e) for e, _ in adv_curve] == [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
     eot, pgd = re.fullmatch(r"EOT " + PCT + " vs PGD " + PCT, cifar[2]["figure"]).groups()
     assert 0 <= float(eot) <= 100 and 0 <= float(pgd) <= 100
     sizes = re.findall(r"([\d.]+): " + PCT + r" \(noise " + PCT + r"\)", cifar[1]["figure"])
@@ -163,9 +166,11 @@ def test_efficiency(tmp_path):
     for row in rows:
         check_row(row, "efficiency")
         assert "batch 8" in row["what"]
-        gflops, share = re.match(r"(\d+) GFLOP/s \((\d+) %\), \d+ img/s", row["figure"]).groups()
+        # decimals below 10: a loaded CI machine can fall below 1 GFLOP/s at batch 8
+        gflops, share = re.match(r"([\d.]+) GFLOP/s \((\d+) %\), \d+ img/s",
+                                 row["figure"]).groups()
         assert float(gflops) > 0 and 0 <= float(share) <= 200
-        assert fraction(row["baseline"], r"^\d+ GFLOP/s, (\d+) img/s, fp32 NCHW$") > 0
+        assert fraction(row["baseline"], r"^[\d.]+ GFLOP/s, (\d+) img/s, fp32 NCHW$") > 0
 
 
 def test_infer(tmp_path, tiny_run):

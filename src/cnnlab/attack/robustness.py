@@ -39,13 +39,14 @@ def gradient_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: flo
         return pred == target if target is not None else pred != y
 
     best = attack_once()
+    done = succeeded(best) if restarts > 1 else None
     for _ in range(restarts - 1):
-        done = succeeded(best)
         if bool(done.all()):
             break
         again = attack_once()
         take = ~done & succeeded(again)
         best[take] = again[take]
+        done |= take  # the images replaced now succeed: no need to predict on best again
     return best
 
 

@@ -83,7 +83,12 @@ def run_task(task: str, args) -> tuple[dict, list[dict]]:
     out = Path(args.out)
     stamp = time.strftime("%H%M%S")
     rows: dict[str, list[dict]] = {"fp32": [], "bf16": [], "int8": [], "bnn": [], "xnor": []}
-    for s in seeds:
+    reused = None
+    if args.binary_only:  # the 32/16/8-bit rows of the last full run, if its recipe is this one
+        reused = reused_rows(task, base)
+        rows.update({k: reused["runs"][k] for k in ("fp32", "bf16", "int8")})
+        seeds = reused["seeds"]
+    for s in [] if reused else seeds:
         fp32 = train(base, out / f"bits-{task}-fp32-s{s}-{stamp}", precision="fp32", seed=s)
         rows["fp32"].append(fp32)
         rows["int8"].append({**int8_accuracy(fp32["run_dir"]), "from": fp32["run_dir"]})
@@ -122,8 +127,24 @@ def run_task(task: str, args) -> tuple[dict, list[dict]]:
     table = [{"task": f"bits {task}", "what": what,
               "figure": "; ".join(fmt(k) for k in ("bf16", "int8", "bnn", "xnor")),
               "baseline": fmt("fp32")}]
+    extra = {"reused_rows": {"fp32/bf16/int8": reused["date"]}} if reused else {}
     return {"config": base, "binary_config": {**BINARY, "epochs": epochs}, "seeds": seeds,
-            "summary": summary, "runs": rows}, table
+            "summary": summary, "runs": rows, **extra}, table
+
+
+def reused_rows(task: str, base: dict) -> dict:
+    """results/bits-<task>.json, when it was measured with this recipe on this CPU kind."""
+    from cnnlab.perf.hardware import machine_info
+
+    path = Path(__file__).resolve().parent / "results" / f"bits-{task}.json"
+    if not path.exists():
+        raise SystemExit(f"--binary-only: {path} does not exist; run without it once")
+    old = json.loads(path.read_text())
+    if old.get("config") != base:
+        raise SystemExit(f"--binary-only: {path} was measured with another recipe")
+    if old["machine"].get("cpu_kind") != machine_info().get("cpu_kind"):
+        raise SystemExit(f"--binary-only: {path} was measured on {old['machine']['cpu_kind']}")
+    return {**old, "date": old.get("reused_rows", {}).get("fp32/bf16/int8", old.get("date"))}
 
 
 def main() -> None:
@@ -132,6 +153,9 @@ def main() -> None:
     parser.add_argument("task", choices=[*TASKS, "all"])
     parser.add_argument("--smoke", action="store_true", help="digits, tiny: checks the script")
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--binary-only", action="store_true",
+                        help="retrain the 1-bit rows only; reuse the fp32/bf16/int8 rows of "
+                             "results/bits-<task>.json (same recipe and CPU kind)")
     parser.add_argument("--out", default="runs/bench", help="where run directories go")
     args = parser.parse_args()
     for task in TASKS if args.task == "all" else [args.task]:

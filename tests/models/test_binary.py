@@ -11,6 +11,7 @@ from cnnlab.models.binary import (
     BinaryActivation,
     BinaryConv2d,
     BinaryLinear,
+    PooledBatchNorm2d,
     binary_sign,
     weight_bits,
 )
@@ -35,6 +36,32 @@ def test_binarize_keeps_first_conv_and_classifier_full_precision():
     assert any(isinstance(m, BinaryActivation) for m in net.modules())
     out = net(torch.rand(2, 3, 32, 32))
     assert out.shape == (2, 10) and torch.isfinite(out).all()
+
+
+def test_binary_blocks_pool_before_the_norm_so_the_signs_stay_balanced():
+    torch.manual_seed(0)
+    full = create_model("vgg-small", num_classes=10, in_chans=3, input_size=(32, 32))
+    net = create_model("vgg-small", num_classes=10, in_chans=3, input_size=(32, 32),
+                       binary="bnn")
+    # every conv-BN-sign block that a max-pool closed now pools inside the norm, and the
+    # parameter names are the full-precision net's, so checkpoints map one to one
+    pooled = [m for m in net.modules() if isinstance(m, PooledBatchNorm2d)]
+    n_pools = sum(type(m) is nn.MaxPool2d for m in full.modules())
+    assert len(pooled) == n_pools == 4
+    assert not any(type(m) is nn.MaxPool2d for m in net.modules() if m not in
+                   [p.pool for p in pooled])
+    assert set(net.state_dict()) == set(full.state_dict())
+    # the first block's output (pool → BN → sign) is about half +1, not nearly all +1
+    block = nn.Sequential(net.norm, net.features[0], net.features[1]).train()
+    with torch.no_grad():
+        signs = block(torch.rand(64, 3, 32, 32))
+    assert signs.shape == (64, 32, 16, 16)
+    assert 0.3 < (signs > 0).float().mean() < 0.7
+    # a stem that pools inside one Sequential (ResNet's conv-BN-ReLU-pool) is rewritten too
+    res = create_model("resnet18", num_classes=10, in_chans=3, input_size=(64, 64),
+                       binary="bnn")
+    assert any(isinstance(m, PooledBatchNorm2d) for m in res.modules())
+    assert res(torch.rand(2, 3, 64, 64)).shape == (2, 10)
 
 
 @pytest.mark.parametrize("kind", ["bnn", "xnor"])

@@ -162,7 +162,8 @@ def test_efficiency(tmp_path):
     (doc,) = run_smoke(tmp_path, "efficiency.py")
     rows = doc["rows"]
     nets = [r["what"].split(":")[0] for r in rows]
-    assert {"resnet18 (CIFAR stem)", "vgg-small", "resnet20"} <= set(nets)
+    assert {"CIFAR speed-run net (cifar-speednet)", "resnet18 (CIFAR stem)", "vgg-small",
+            "resnet20"} <= set(nets)
     for row in rows:
         check_row(row, "efficiency")
         assert "batch 8" in row["what"]

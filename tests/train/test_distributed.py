@@ -1,5 +1,6 @@
 """torchrun/DDP on CPU (gloo): 2 processes equal 1 process with the same global batch."""
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,9 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
+
+import cnnlab
+from cnnlab.train.distributed import DistInfo, shard_bounds
 
 ARGS = ["train", "lenet5", "--epochs", "1", "--batch-size", "64", "--optimizer", "sgd",
         "--lr", "0.05", "--schedule", "constant", "--warmup-epochs", "0", "--precision", "fp32",
@@ -43,6 +47,20 @@ def test_two_processes_match_one_process(tmp_path):
     # Only rank 0 wrote files, and exactly one JSON result came out.
     assert two.stdout.count('"test_accuracy"') == 1
     assert "world_size" in (tmp_path / "two" / "env.json").read_text()
+    # each rank scored its share of the test set: gathered in order, the accuracy is the one
+    # a single process measures on the saved weights (a shuffled gather would be ~chance)
+    reported = json.loads(two.stdout[two.stdout.index("{"):])["test_accuracy"]
+    alone = cnnlab.evaluate(tmp_path / "two")["accuracy"]
+    assert reported == pytest.approx(alone, abs=0.003)  # at most one image of ~360
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 10000])
+def test_rank_shares_cover_every_row_once_in_order(n, world):
+    bounds = [shard_bounds(n, DistInfo(rank, world)) for rank in range(world)]
+    rows = [i for lo, hi in bounds for i in range(lo, hi)]
+    assert rows == list(range(n))
+    assert all(lo <= hi for lo, hi in bounds)
 
 
 @pytest.mark.slow

@@ -12,9 +12,11 @@ Any zoo model becomes binary with the model option ``binary`` (``--model-arg bin
 ``binary=xnor``): :func:`binarize` swaps every convolution and linear layer for its binary twin
 and every ReLU for a sign activation — except the first convolution (it sees the real image, as in
 both papers) and the last linear layer (the classifier), which stay full precision, the usual
-choice (Rastegari et al. §4; Hubara et al. keep the first layer's input real). The twins subclass
-``nn.Conv2d``/``nn.Linear`` with the same parameter names, so checkpoints, feature hooks and the
-FLOP counter see the same model.
+choice (Rastegari et al. §4; Hubara et al. keep the first layer's input real). A block that a
+max-pool closes (``conv → BN → sign → pool``) becomes ``conv → pool → BN → sign``, the papers'
+order (see :class:`PooledBatchNorm2d`: without it nearly every pooled sign is +1). The twins
+subclass ``nn.Conv2d``/``nn.Linear`` with the same parameter names, so checkpoints, feature
+hooks and the FLOP counter see the same model.
 """
 
 from __future__ import annotations
@@ -113,6 +115,66 @@ def _twin(m: nn.Module, kind: str) -> nn.Module:
     return new
 
 
+class PooledBatchNorm2d(nn.BatchNorm2d):
+    """Max-pool, then batch norm: the ``conv → pool → BN → sign`` order of a binary block.
+
+    A full-precision block reads ``conv → BN → ReLU → pool``. With sign in place of ReLU that
+    order wastes the block: the max of a window of ±1 values is +1 as soon as one of them is,
+    and the BN before the pool centres the pre-pool values, so after the pool nearly every
+    activation is +1 and the next layer (or a global max-pool head) sees an almost constant
+    input. Hubara et al.'s nets pool first and normalize the pooled values (their
+    ``conv → max-pool → BN → binary tanh``), which keeps the signs balanced. Holding the pool
+    inside the BN module keeps the parameter names, so a checkpoint maps one to one.
+    """
+
+    def __init__(self, bn: nn.BatchNorm2d, pool: nn.MaxPool2d) -> None:
+        super().__init__(bn.num_features, bn.eps, bn.momentum, bn.affine,
+                         bn.track_running_stats)
+        self.load_state_dict(bn.state_dict())
+        self.pool = nn.MaxPool2d(pool.kernel_size, pool.stride, pool.padding, pool.dilation,
+                                 ceil_mode=pool.ceil_mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.pool(x))
+
+
+def _in_one_chain(model: nn.Module, names: list[str]) -> bool:
+    """True if the leaves ``names`` hang below one common ancestor through nn.Sequential
+    containers only — so consecutive leaves in registration order run one after another."""
+    parts = [n.split(".") for n in names]
+    common = 0
+    while all(len(p) > common + 1 for p in parts) and len({p[common] for p in parts}) == 1:
+        common += 1
+    for p in parts:
+        for depth in range(common, len(p)):
+            container = ".".join(p[:depth])
+            if not isinstance(model.get_submodule(container) if container else model,
+                              nn.Sequential):
+                return False
+    return True
+
+
+def _pool_before_norm(model: nn.Module) -> int:
+    """Rewrite every ``BN → sign → max-pool`` run to ``pool → BN → sign``; how many were.
+
+    A run is three consecutive leaves in registration order that hang off nn.Sequential
+    containers only (the zoo's stacks, a ResNet stem), so that order is the forward order.
+    """
+    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
+    done = 0
+    for i in range(len(leaves) - 2):
+        (bn_name, bn), (act_name, act), (pool_name, pool) = leaves[i:i + 3]
+        if not (type(bn) is nn.BatchNorm2d and isinstance(act, BinaryActivation)
+                and type(pool) is nn.MaxPool2d):
+            continue
+        if not _in_one_chain(model, [bn_name, act_name, pool_name]):
+            continue
+        _set(model, bn_name, PooledBatchNorm2d(bn, pool))
+        _set(model, pool_name, nn.Identity())
+        done += 1
+    return done
+
+
 def binarize(model: nn.Module, kind: str | bool = "bnn") -> nn.Module:
     """Make ``model`` a binarized network in place (see the module docstring); returns it."""
     if kind is True:
@@ -133,6 +195,7 @@ def binarize(model: nn.Module, kind: str | bool = "bnn") -> nn.Module:
     for name, m in list(model.named_modules()):
         if isinstance(m, nn.ReLU):
             _set(model, name, BinaryActivation())
+    _pool_before_norm(model)
     model.binary = kind
     return model
 

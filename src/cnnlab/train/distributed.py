@@ -78,6 +78,29 @@ def all_ok(ok: bool, info: DistInfo) -> bool:
     return flag.item() == 0.0
 
 
+def shard_bounds(n: int, info: DistInfo) -> tuple[int, int]:
+    """This rank's contiguous share ``[lo, hi)`` of ``n`` rows (the last ones may be shorter)."""
+    per = -(-n // info.world_size)
+    lo = min(n, info.rank * per)
+    return lo, min(n, lo + per)
+
+
+def gather_rows(part: torch.Tensor, n: int, info: DistInfo) -> torch.Tensor:
+    """Every rank's rows of :func:`shard_bounds`, concatenated in order, on every rank.
+
+    Why: under torchrun each rank runs one thread, so evaluating the whole test set on every
+    rank would take the full time on one core; each rank scores its share and they swap.
+    """
+    if not info.enabled:
+        return part
+    per = -(-n // info.world_size)
+    padded = part.new_zeros((per, *part.shape[1:]))
+    padded[:len(part)] = part
+    parts = [torch.empty_like(padded) for _ in range(info.world_size)]
+    _collective(info, dist.all_gather, parts, padded)
+    return torch.cat(parts)[:n]
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         _collective(info, dist.barrier)

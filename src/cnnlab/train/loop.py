@@ -244,9 +244,7 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
                "images_per_s": round(seen * info.world_size / max(epoch_s, 1e-9), 1)}
         last_logits = None
         if _evaluate_now(cfg, epoch):
-            logits = predict_logits(model, eval_split, batch_size=cfg.eval_batch_size,
-                                    precision=precision, channels_last=cfg.channels_last,
-                                    tta=cfg.tta)
+            logits = _predict(model, eval_split, cfg, precision, info)
             last_logits = logits
             row["eval_loss"] = round(
                 nn.functional.cross_entropy(logits, eval_split.labels).item(), 5)
@@ -276,9 +274,7 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
     if last_logits is not None and eval_split is data.test:
         test_logits = last_logits  # the last epoch already ran these weights on the test split
     else:
-        test_logits = predict_logits(model, data.test, batch_size=cfg.eval_batch_size,
-                                     precision=precision, channels_last=cfg.channels_last,
-                                     tta=cfg.tta)
+        test_logits = _predict(model, data.test, cfg, precision, info)
     test = classification_metrics(test_logits, data.test.labels, data.classes)
     if info.is_main:
         meta = model_meta(cfg, data, {"epoch": cfg.epochs, "precision": precision,
@@ -293,6 +289,19 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
         raise TrainingError("the trained model's test loss is not finite")
     return TrainResult(str(run_dir), test["accuracy"], test["top5"], round(train_seconds, 3),
                        cfg.epochs, precision, history, info.rank)
+
+
+def _predict(model: nn.Module, split: Split, cfg: TrainConfig, precision: str,
+             info: dist_.DistInfo) -> torch.Tensor:
+    """Logits of every image of ``split``; under torchrun each rank scores its share."""
+    kw = dict(batch_size=cfg.eval_batch_size, precision=precision,
+              channels_last=cfg.channels_last, tta=cfg.tta)
+    if not info.enabled:
+        return predict_logits(model, split, **kw)
+    lo, hi = dist_.shard_bounds(len(split), info)
+    rows = slice(lo, hi) if hi > lo else slice(0, 1)  # an empty share still needs the width
+    logits = predict_logits(model, Split(split.images[rows], split.labels[rows]), **kw)
+    return dist_.gather_rows(logits[:hi - lo], len(split), info)
 
 
 def _evaluate_now(cfg: TrainConfig, epoch: int) -> bool:

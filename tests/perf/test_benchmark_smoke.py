@@ -170,7 +170,12 @@ def test_efficiency(tmp_path):
         # decimals below 10: a loaded CI machine can fall below 1 GFLOP/s at batch 8
         gflops, share = re.match(r"([\d.]+) GFLOP/s \((\d+) %\), \d+ img/s",
                                  row["figure"]).groups()
-        assert float(gflops) > 0 and 0 <= float(share) <= 200
+        # the share is the figure over the peak named in the row (a smoke's tiny matmul peak
+        # on a loaded machine can be anything, so only the arithmetic is checked)
+        peak = float(re.search(r"peak \(([\d.]+) GFLOP/s\)", row["what"]).group(1))
+        assert float(gflops) > 0 and peak > 0
+        expected = 100 * float(gflops) / peak  # both printed rounded to ±0.5
+        assert abs(float(share) - expected) <= 1 + expected * (0.5 / float(gflops) + 0.5 / peak)
         assert fraction(row["baseline"], r"^[\d.]+ GFLOP/s, (\d+) img/s, fp32 NCHW$") > 0
 
 

@@ -85,6 +85,19 @@ def test_a_failed_rank_ends_the_job_instead_of_hanging(tmp_path):
     assert "failed" in err.lower() or "error" in err.lower()
 
 
+@pytest.mark.slow
+def test_a_refused_out_ends_every_rank_with_one_line(tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "model.json").write_text("{}")
+    proc = subprocess.run(_torchrun(2, *ARGS, "--out", str(tmp_path / "taken")), env=_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "already holds a run" in proc.stderr
+    # rank 1 was waiting in DDP's first broadcast: it ends with a sentence (or torchrun ends it
+    # first), never with a traceback
+    assert "Traceback" not in proc.stderr
+
+
 def _worker_pids(parent: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=,ppid=,args=", "-e"], capture_output=True, text=True)
     rows = [line.split(None, 2) for line in out.stdout.strip().splitlines()]

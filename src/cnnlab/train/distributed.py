@@ -53,13 +53,16 @@ def wrap(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    return DDP(model, device_ids=[info.local_rank] if torch.cuda.is_available() else None)
+    # DDP's constructor broadcasts rank 0's weights: a peer that already failed (say, rank 0
+    # refused an --out that holds a run) must end this rank with one line too
+    return _collective(info, DDP, model,
+                       [info.local_rank] if torch.cuda.is_available() else None)
 
 
-def _collective(info: DistInfo, fn, *args) -> None:
+def _collective(info: DistInfo, fn, *args):
     """Run a collective; a peer that died becomes one clear TrainingError, not a gloo traceback."""
     try:
-        fn(*args)
+        return fn(*args)
     except (RuntimeError, dist.DistError) as exc:
         from ..errors import TrainingError
 

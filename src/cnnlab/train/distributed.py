@@ -81,9 +81,14 @@ def all_ok(ok: bool, info: DistInfo) -> bool:
     return flag.item() == 0.0
 
 
+def _share(n: int, info: DistInfo) -> int:
+    """Rows per rank when ``n`` rows are split in contiguous shares (ceil(n / world))."""
+    return -(-n // info.world_size)
+
+
 def shard_bounds(n: int, info: DistInfo) -> tuple[int, int]:
     """This rank's contiguous share ``[lo, hi)`` of ``n`` rows (the last ones may be shorter)."""
-    per = -(-n // info.world_size)
+    per = _share(n, info)
     lo = min(n, info.rank * per)
     return lo, min(n, lo + per)
 
@@ -96,8 +101,7 @@ def gather_rows(part: torch.Tensor, n: int, info: DistInfo) -> torch.Tensor:
     """
     if not info.enabled:
         return part
-    per = -(-n // info.world_size)
-    padded = part.new_zeros((per, *part.shape[1:]))
+    padded = part.new_zeros((_share(n, info), *part.shape[1:]))
     padded[:len(part)] = part
     parts = [torch.empty_like(padded) for _ in range(info.world_size)]
     _collective(info, dist.all_gather, parts, padded)

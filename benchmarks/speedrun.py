@@ -27,7 +27,7 @@ Task ``cifar10`` (target 2: ≥ 90.4 % mean test accuracy over ≥ 3 seeds, test
 augmentation included, in ≤ half the record holder's time on the same CPU):
 
 * **the preset** — ``cnnlab train --preset cifar10-speedrun --data …/cifar10-jpeg``, per seed as
-  above (wall time includes the data load from the warm decode cache and the 6-view TTA).
+  above (wall time includes the data load from the warm decode cache and the TTA evaluation).
   It evaluates only after its last epoch; with ``--keep-snapshots`` each epoch's weights are
   kept, and scored afterwards (untimed, one view) for the time-to-accuracy curve.
 * **the reference** — the record holder's recipe, ``--preset cifar10-airbench94`` (airbench94 in

@@ -67,28 +67,33 @@ def load_run_data(run_dir: str | Path, meta: dict[str, Any], *, data: str | None
 
 def evaluate(run_dir: str | Path, *, data: str | None = None, data_dir: str | None = None,
              split: str = "test", batch_size: int = 500, val_fraction: float | None = None,
-             seed: int | None = None, tta: str = "none",
+             seed: int | None = None, tta: str = "none", tta_fraction: float = 1.0,
              snapshot: int | None = None) -> dict[str, Any]:
     """Top-1, top-5, per-class precision/recall/F1 and the confusion matrix of a trained run.
 
     ``tta`` averages the logits over test-time views (none | flip | flip-translate), so a
-    run trained with one kind can be scored with another afterwards. ``snapshot``: score the
+    run trained with one kind can be scored with another afterwards; ``tta_fraction`` < 1
+    gives the views only to that share of the images, the least confident. ``snapshot``: score the
     weights kept after that epoch instead of the final ones.
     """
     from .evaluate.metrics import TTA_KINDS, classification_metrics, predict_logits
 
     if tta not in TTA_KINDS:
         raise ConfigError(f"--tta must be one of {', '.join(TTA_KINDS)}, got '{tta}'")
+    if not 0 < tta_fraction <= 1:
+        raise ConfigError(f"--tta-fraction must be a share in (0, 1], got {tta_fraction}")
 
     model = load_model(run_dir, snapshot)
     meta = model.meta
     ds = load_run_data(run_dir, meta, data=data, data_dir=data_dir, val_fraction=val_fraction,
                        seed=seed)
     part = ds.split(split)
-    logits = predict_logits(model, part, batch_size=batch_size, tta=tta)
+    logits = predict_logits(model, part, batch_size=batch_size, tta=tta,
+                            tta_fraction=tta_fraction)
     out = classification_metrics(logits, part.labels, meta.get("classes") or ds.classes)
     out.update({"run_dir": str(run_dir), "data": ds.name, "split": split,
-                "model": meta["model"], "tta": tta, "snapshot": snapshot})
+                "model": meta["model"], "tta": tta, "tta_fraction": tta_fraction,
+                "snapshot": snapshot})
     return out
 
 

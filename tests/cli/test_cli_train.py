@@ -46,6 +46,11 @@ def test_evaluate_with_test_time_augmentation(run_dir, capsys):
     assert plain["confusion_matrix"] != flipped["confusion_matrix"]
     assert main(["evaluate", str(run_dir), "--tta", "rotate"]) == 2
     assert "--tta must be one of" in capsys.readouterr().err
+    # the views only for the least confident half: between no TTA and TTA everywhere
+    assert main(["evaluate", str(run_dir), "--tta", "flip", "--tta-fraction", "0.5"]) == 0
+    assert "TTA flip on the 50% least confident" in capsys.readouterr().out
+    assert main(["evaluate", str(run_dir), "--tta", "flip", "--tta-fraction", "0"]) == 2
+    assert "--tta-fraction must be a share in (0, 1]" in capsys.readouterr().err
 
 
 def test_evaluate_table(run_dir, capsys):

@@ -13,12 +13,12 @@ from cnnlab.data.augment import build_augment
 from cnnlab.data.dataset import Split
 from cnnlab.data.loader import Loader
 from cnnlab.errors import ConfigError
-from cnnlab.evaluate.metrics import TTA_KINDS, tta_logits
+from cnnlab.evaluate.metrics import TTA_KINDS, least_confident, predict_logits, tta_logits
 from cnnlab.models import create_model
 from cnnlab.perf.flops import count_macs
 from cnnlab.train import make_config
 from cnnlab.train.lookahead import Lookahead
-from cnnlab.train.optim import build_optimizer, lr_factor, param_groups
+from cnnlab.train.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 
 
 def test_cifar_speednet_shape_size_and_dirac_init():
@@ -135,9 +135,66 @@ def test_tta_views_are_the_documented_average():
         tta_logits(model, x, "mirror")
 
 
+def test_tta_fraction_gives_the_views_to_the_least_confident_images_only():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+    split = Split(torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8),
+                  torch.zeros(40, dtype=torch.long))
+    seen = []
+    model.register_forward_hook(lambda m, i, o: seen.append(len(i[0])))
+    one = predict_logits(model, split, batch_size=16)
+    full = predict_logits(model, split, batch_size=16, tta="flip-translate")
+    seen.clear()
+    gated = predict_logits(model, split, batch_size=16, tta="flip-translate", tta_fraction=0.25)
+    assert sum(seen) == 40 + 5 * 10  # one view each, five more for the 10 least confident
+    chosen = least_confident(one, 10)
+    top2 = one.softmax(1).topk(2, 1).values
+    margin = top2[:, 0] - top2[:, 1]
+    others = torch.ones(40, dtype=torch.bool)
+    others[chosen] = False
+    assert margin[chosen].max() <= margin[others].min()  # the closest calls, no others
+    assert torch.allclose(gated[chosen], full[chosen], atol=1e-5)  # all six views, same weights
+    assert torch.equal(gated[others], one[others])  # the sure ones keep their one view
+    assert torch.equal(predict_logits(model, split, batch_size=16, tta="flip-translate",
+                                      tta_fraction=1.0), full)
+    with pytest.raises(ValueError, match="tta_fraction"):
+        predict_logits(model, split, tta="flip", tta_fraction=0.0)
+
+
+def test_whiten_bias_trains_at_the_bn_lr_falls_to_zero_then_freezes(tmp_path):
+    net = create_model("cifar-speednet")
+    cfg = make_config({"optimizer": "muon", "lr": 0.5, "bias_lr_scale": 64.0,
+                       "weight_decay": 0.0064, "whiten_bias_epochs": 2, "epochs": 4})
+    opt = build_optimizer(net, cfg)
+    own = [g for g in opt.param_groups if g.get("whiten_bias")]
+    assert len(own) == 1 and own[0]["params"] == [net.whiten.bias]
+    assert own[0]["lr"] == 32.0 and own[0]["weight_decay"] == pytest.approx(0.0001)
+    assert sum(p is net.whiten.bias for g in opt.param_groups for p in g["params"]) == 1
+    sched = build_scheduler(opt, cfg, steps_per_epoch=10)
+    lrs, others = [], []
+    for _ in range(40):
+        lrs.append(own[0]["lr"])
+        others.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == 32.0 and lrs[10] == pytest.approx(16.0) and lrs[20:] == [0.0] * 20
+    assert min(others[5:30]) > 0  # the others keep their own schedule
+    with pytest.raises(ConfigError, match="whitening"):
+        build_optimizer(create_model("simple-cnn"), cfg)
+    # in training: the bias moves during its epochs, then stays (and stops needing gradients)
+    out = tmp_path / "run"
+    cnnlab.train(preset="cifar10-speedrun", data="digits", channels=3, epochs=3, batch_size=128,
+                 whiten_bias_epochs=1, progressive=[], lookahead=False, tta="none",
+                 keep_snapshots=True, progress=False, out=str(out))
+    biases = [cnnlab.load_model(out, snapshot=e).whiten.bias for e in (1, 2, 3)]
+    assert biases[0].abs().sum() > 0
+    assert torch.equal(biases[0], biases[1]) and torch.equal(biases[1], biases[2])
+
+
 @pytest.mark.parametrize("bad", [{"tta": "mirror"}, {"progressive": [2]}, {"lr_start": 1.5},
                                  {"bias_lr_scale": 0}, {"eval_every": -1},
-                                 {"lookahead_start": 1.0}])
+                                 {"lookahead_start": 1.0}, {"tta_fraction": 0},
+                                 {"tta_fraction": 1.5}, {"whiten_bias_epochs": -1}])
 def test_speedrun_options_are_validated(bad):
     with pytest.raises(ConfigError):
         make_config(bad)

@@ -75,6 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the first epochs train at these image sides (e.g. 24,24,28), then full size")
     g.add_argument("--tta", help="test-time augmentation of evaluations: none | flip | "
                    "flip-translate (6 views: mirror × shift by 0/±1 px)")
+    g.add_argument("--tta-fraction", type=float, metavar="SHARE", help="give the TTA views only "
+                   "to this share of the images, the least confident after one view (e.g. 0.25: "
+                   "2.25 views' cost instead of 6; default 1, every image)")
     g.add_argument("--norm", help="input normalization fitted on train: none | meansub | "
                    "standardize | zca (default standardize)")
     o = p.add_argument_group("optimization")
@@ -98,6 +101,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the peak (default 0)")
     o.add_argument("--bias-lr-scale", type=float, help="lr multiplier for BatchNorm shifts, "
                    "which then get weight decay / this (airbench: 64)")
+    o.add_argument("--whiten-bias-epochs", type=float, metavar="E", help="cifar-speednet: train "
+                   "the patch-whitening bias at the BN-shift lr, falling to 0 over E epochs, then "
+                   "freeze it, which spares the first conv's input gradient (airbench94_muon: 3)")
     o.add_argument("--muon-lr", type=float, help="--optimizer muon: the conv filters' lr, an "
                    "angle per step since their norm is held fixed (default 0.24)")
     o.add_argument("--muon-momentum", type=float, help="--optimizer muon: the filters' "
@@ -155,6 +161,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--batch-size", type=int, default=500)
     e.add_argument("--tta", default="none", help="test-time augmentation: none | flip | "
                    "flip-translate (6 views: mirror x shift 0/±1 px, airbench's)")
+    e.add_argument("--tta-fraction", type=float, default=1.0, metavar="SHARE",
+                   help="TTA only for this share of the images, the least confident after one "
+                   "view (default 1: all)")
     e.add_argument("--snapshot", type=int, metavar="EPOCH", help="score the weights kept after "
                    "this epoch (runs trained with --keep-snapshots)")
     e.add_argument("--json", action="store_true")
@@ -223,11 +232,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from . import emit_json, print_table
 
     out = evaluate(args.run, data=args.data, data_dir=args.data_dir, split=args.split,
-                   batch_size=args.batch_size, tta=args.tta, snapshot=args.snapshot)
+                   batch_size=args.batch_size, tta=args.tta, tta_fraction=args.tta_fraction,
+                   snapshot=args.snapshot)
     if args.json:
         emit_json(out)
         return 0
     views = "" if out["tta"] == "none" else f", TTA {out['tta']}"
+    if out["tta"] != "none" and out["tta_fraction"] < 1:
+        views += f" on the {out['tta_fraction']:.0%} least confident"
     if out["snapshot"] is not None:
         views += f", weights after epoch {out['snapshot']}"
     print(f"{out['model']} on {out['data']} ({out['split']}, {out['n']} images{views}): "

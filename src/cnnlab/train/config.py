@@ -46,6 +46,8 @@ class TrainConfig:
     bias_lr_scale: float = 1.0  # lr × this for BatchNorm shifts (airbench: 64); see optim.py
     muon_lr: float = 0.24  # optimizer=muon: the conv filters' lr (an angle per step); muon.py
     muon_momentum: float = 0.6  # ... and their momentum (Nesterov); SGD's for the rest
+    whiten_bias_epochs: float = 0.0  # >0: patch-whitening bias at the BN-shift lr, falling to 0
+    # over this many epochs, then frozen (airbench94_muon: 3); 0: an ordinary bias throughout
     lookahead: bool = False  # EMA weights copied back every 5 steps (airbench); see lookahead.py
     lookahead_start: float = 0.3  # ... from this fraction of the training steps on
     step_size: int = 10  # epochs between x gamma decays, for schedule=step
@@ -54,6 +56,7 @@ class TrainConfig:
     augment: list[str] = field(default_factory=list)
     progressive: list[int] = field(default_factory=list)  # image side of the first epochs
     tta: str = "none"  # test-time augmentation of the evaluations: none | flip | flip-translate
+    tta_fraction: float = 1.0  # ... only for this share of images, the least confident by 1 view
     eval_every: int = 1  # evaluate every N epochs (0: only after the last)
     norm: str = "standardize"  # none | meansub | standardize | zca
     model_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -104,6 +107,8 @@ class TrainConfig:
             (self.bias_lr_scale > 0, "--bias-lr-scale must be > 0"),
             (self.muon_lr > 0, f"--muon-lr must be > 0, got {self.muon_lr}"),
             (0 <= self.muon_momentum < 1, "--muon-momentum must be in [0, 1)"),
+            (self.whiten_bias_epochs >= 0, "--whiten-bias-epochs must be ≥ 0"),
+            (0 < self.tta_fraction <= 1, "--tta-fraction must be a share in (0, 1]"),
             (0 <= self.lookahead_start < 1, "--lookahead-start must be a fraction in [0, 1)"),
             (self.eval_every >= 0, "--eval-every must be ≥ 0 (0: evaluate after the last epoch)"),
             (all(isinstance(v, int) and v >= 4 for v in self.progressive),

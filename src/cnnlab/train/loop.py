@@ -34,7 +34,7 @@ from . import checkpoint as ckpt
 from . import distributed as dist_
 from .config import TrainConfig, make_config
 from .lookahead import Lookahead
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, whiten_bias, whiten_bias_steps
 from .progress import Progress, log
 
 # Flags that define the experiment: a resume must not change them.
@@ -160,6 +160,9 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
                     rank=info.rank, world_size=info.world_size, channels_last=cfg.channels_last)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, len(loader))
+    # the whitening bias stops at this step; frozen, it spares the first conv's input gradient
+    # (under torchrun it only stays at lr 0: DDP fixes the set of trained parameters up front)
+    freeze_at = whiten_bias_steps(cfg, len(loader)) if not info.enabled else 0
     # airbench updates every 5 steps of 1024 images: every ~5120 images at any batch size
     lookahead = (Lookahead(model, cfg.epochs * len(loader), start=cfg.lookahead_start,
                            every=max(1, round(5 * 1024 / cfg.batch_size)))
@@ -202,6 +205,9 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
                        enabled=progress and info.is_main)
         size = cfg.progressive[epoch] if epoch < len(cfg.progressive) else None
         for step, (x, y) in enumerate(loader):
+            if freeze_at and epoch * len(loader) + step >= freeze_at:
+                whiten_bias(model).requires_grad_(False)
+                freeze_at = 0
             if size is not None and tuple(x.shape[2:]) != (size, size):
                 x = _resize(x, size, cfg.channels_last)
             if cfg.adv:  # train on adversarial examples of this batch (train_acc is on them)
@@ -295,7 +301,7 @@ def _predict(model: nn.Module, split: Split, cfg: TrainConfig, precision: str,
              info: dist_.DistInfo) -> torch.Tensor:
     """Logits of every image of ``split``; under torchrun each rank scores its share."""
     kw = dict(batch_size=cfg.eval_batch_size, precision=precision,
-              channels_last=cfg.channels_last, tta=cfg.tta)
+              channels_last=cfg.channels_last, tta=cfg.tta, tta_fraction=cfg.tta_fraction)
     if not info.enabled:
         return predict_logits(model, split, **kw)
     lo, hi = dist_.shard_bounds(len(split), info)

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .config import TrainConfig
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
@@ -43,8 +44,32 @@ def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
     return groups
 
 
+def whiten_bias(model: nn.Module) -> nn.Parameter:
+    """The patch-whitening layer's bias (cifar-speednet), which ``whiten_bias_epochs`` trains
+    on its own schedule; a ConfigError for models without one."""
+    bias = getattr(getattr(model, "whiten", None), "bias", None)
+    if not isinstance(bias, nn.Parameter):
+        raise ConfigError(f"--whiten-bias-epochs needs a model with a patch-whitening first "
+                          f"layer (cifar-speednet); {type(model).__name__} has none")
+    return bias
+
+
+def _split_whiten_bias(model: nn.Module, groups: list[dict], cfg: TrainConfig) -> list[dict]:
+    """airbench94_muon's whitening bias: its own group at the BN shifts' lr and decay
+    (``lr × bias_lr_scale``), which :func:`build_scheduler` takes to zero over
+    ``whiten_bias_epochs``. It moves the first layer's GELU thresholds, which matter early;
+    once it stops, the loop freezes it and backprop ends at the first conv."""
+    bias = whiten_bias(model)
+    for group in groups:
+        group["params"] = [p for p in group["params"] if p is not bias]
+    return groups + [{"params": [bias], "lr": cfg.lr * cfg.bias_lr_scale,
+                      "weight_decay": cfg.weight_decay / cfg.bias_lr_scale, "whiten_bias": True}]
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay, cfg.lr, cfg.bias_lr_scale)
+    if cfg.whiten_bias_epochs > 0:
+        groups = _split_whiten_bias(model, groups, cfg)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     if cfg.optimizer == "muon":
@@ -100,6 +125,22 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def whiten_bias_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """Optimizer steps during which the whitening bias trains (0: no separate schedule)."""
+    if cfg.whiten_bias_epochs <= 0:
+        return 0
+    return max(1, math.ceil(cfg.whiten_bias_epochs * steps_per_epoch))
+
+
 def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig,
                     steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, steps_per_epoch))
+    """Every group follows :func:`lr_factor`, except the whitening bias's (if split off by
+    ``whiten_bias_epochs``), which falls linearly from its peak to 0 over its own steps."""
+    stop = whiten_bias_steps(cfg, steps_per_epoch)
+
+    def factor(group: dict):
+        if group.get("whiten_bias"):
+            return lambda s: max(0.0, 1.0 - s / stop)
+        return lambda s: lr_factor(cfg, s, steps_per_epoch)
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, [factor(g) for g in opt.param_groups])

@@ -31,7 +31,7 @@ AIRBENCH94: dict[str, Any] = {
     "warmup_epochs": 2.3, "lr_start": 0.2, "lr_end": 0.07, "label_smoothing": 0.2,
     "lookahead": True, "lookahead_start": 0.3, "augment": ["altflip", "crop:2"],
     "tta": "flip-translate", "eval_every": 0, "norm": "standardize",
-    "precision": "auto", "channels_last": True, "eval_batch_size": 1000,
+    "precision": "auto", "channels_last": True, "eval_batch_size": 128,
     "report": False}
 
 
@@ -75,7 +75,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
         "(mirror x shift 0/+-1 px). airbench sums the loss over the batch; cnnlab averages it, so "
         "its lr 11.5 per 1024 examples (= 0.001465 per step on the sum at momentum 0.85) is "
         "lr 1.5 here, and its decoupled weight decay 0.0153 is weight_decay 0.00133 (the same "
-        "shrinkage per step). Evaluated after the last epoch only.",
+        "shrinkage per step). Evaluated after the last epoch only, in batches of 128 (airbench "
+        "uses 2000 on a GPU; on 2 cores 128 runs the forward pass ~25 % faster than 1000).",
         AIRBENCH94,
     ),
     Preset(

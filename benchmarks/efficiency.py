@@ -3,6 +3,7 @@ of the machine's matmul peak, measured in one run.
 
     python benchmarks/efficiency.py           # matmul peak + training steps of each net
     python benchmarks/efficiency.py --smoke   # seconds: checks the script only
+    python benchmarks/efficiency.py --tag amx # results/efficiency-amx.json (another CPU kind)
 
 For each net: FLOPs of one training step (forward + backward at the batch size) counted with
 ``FlopCounterMode``; the wall time of ``--steps`` optimizer steps after warm-up (median of
@@ -105,12 +106,15 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--tag", default="",
+                        help="results/efficiency-TAG.json: keeps another CPU kind's figures")
     args = parser.parse_args()
     steps = 1 if args.smoke else args.steps
     peak = {"fp32": matmul_peak(torch.float32, (256,) if args.smoke else (2048, 4096))}
     if torch.cpu._is_avx512_bf16_supported():
         peak["bf16"] = matmul_peak(torch.bfloat16, (256,) if args.smoke else (2048, 4096))
     precision = choose_precision("auto")
+    name_ = "efficiency" + (f"-{args.tag}" if args.tag else "")
     registered = set(list_models())
     nets, rows = [], []
     for label, name, kwargs, shape, batch in NETS:
@@ -123,7 +127,7 @@ def main() -> None:
         base["peak_fraction"] = base["gflops"] / peak["fp32"]
         nets.append({"net": label, "model": name, "model_kwargs": kwargs, "input": list(shape),
                      "cnnlab": ours, "baseline": base})
-        rows.append({"task": "efficiency", "what": f"{label}: training GFLOP/s (FlopCounterMode "
+        rows.append({"task": name_, "what": f"{label}: training GFLOP/s (FlopCounterMode "
                      f"FLOPs / step time), batch {batch}, share of the {precision} matmul peak "
                      f"({peak[precision]:.0f} GFLOP/s)",
                      "figure": f"{_g(ours['gflops'])} GFLOP/s ({100 * ours['peak_fraction']:.0f} "
@@ -135,7 +139,7 @@ def main() -> None:
     if args.smoke:
         print(json.dumps({"smoke": True, "rows": rows}))
         return
-    path = save_result("efficiency", payload)
+    path = save_result(name_, payload)
     write_results_md()
     print(json.dumps(rows, indent=1))
     print(f"wrote {path}", file=sys.stderr)

@@ -35,7 +35,8 @@ augmentation included, in ≤ half the record holder's time on the same CPU):
   ~35 min here); ``--reference estimate`` (default) times a 2-epoch run of it and extrapolates:
   wall = (2-epoch wall − its 2 epochs) + 10 × its second (steady-state) epoch — the start, data
   load and TTA evaluation are measured, the training is per-epoch time × epochs.
-  ``--reference reuse`` takes the full reference run already in results/speedrun-cifar10.json,
+  ``--reference reuse`` takes the full reference run already in results/speedrun-cifar10.json
+  (speedrun-cifar10-TAG.json with ``--tag TAG``, which keeps each CPU kind's figures apart),
   and only if that file was written on the same CPU kind with the same thread count.
 * **the baseline** — the same layer table written the ordinary way: plain ``nn`` modules with
   PyTorch's default init (no whitening, no Dirac init, learned BN scales), a ``DataLoader`` whose
@@ -208,10 +209,11 @@ def reused_reference(name: str) -> dict:
             else ref.get("measured")}
 
 
-def run_reference(task: dict, mode: str, out_dir: Path, extra: list[str]) -> dict:
+def run_reference(task: dict, mode: str, out_dir: Path, extra: list[str],
+                  name: str = "speedrun-cifar10") -> dict:
     """The record holder's recipe, trained fully or timed for 2 epochs and extrapolated."""
     if mode == "reuse":
-        return reused_reference("speedrun-cifar10")
+        return reused_reference(name)
     epochs = task["reference_epochs"]
     ref = {**task, "preset": task["reference"]}
     if mode == "full":
@@ -278,6 +280,11 @@ def add_snapshot_accuracy(run: dict, data) -> None:
         point["test_accuracy_one_view"] = round(topk_accuracy(logits, data.test.labels), 5)
 
 
+def result_name(args: argparse.Namespace) -> str:
+    """speedrun-TASK, or speedrun-TASK-TAG: one result file per CPU kind where --tag says so."""
+    return f"speedrun-{args.task}" + (f"-{args.tag}" if args.tag else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -291,6 +298,9 @@ def main() -> None:
                         help="cifar10: how to time the record holder's recipe (see above)")
     parser.add_argument("--smoke", action="store_true", help="seconds: checks the script only")
     parser.add_argument("--out", default="runs/bench", help="where run directories go")
+    parser.add_argument("--tag", default="",
+                        help="results/speedrun-TASK-TAG.json instead of speedrun-TASK.json: "
+                             "keeps another CPU kind's figures (e.g. --tag amx)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                         help="more `cnnlab train` flags (override the preset's)")
     args = parser.parse_args()
@@ -338,7 +348,7 @@ def main() -> None:
     else:
         base_text = (f"{task['baseline_target']:.1%} after {baseline['epochs_to_target']} epochs "
                      f"in {base_s:.0f} s (preset {ratio:.1f}× faster)")
-    summary = [{"task": f"speedrun-{args.task}",
+    summary = [{"task": result_name(args),
                 "what": f"--preset {task['preset']}: test accuracy mean ± std (min), wall s "
                         f"({runs[0]['precision']})",
                 "figure": figure, "baseline": base_text}]
@@ -355,7 +365,7 @@ def main() -> None:
     if args.smoke:
         print(json.dumps({"smoke": True, **summary[0], "wall_seconds": walls}))
         return
-    path = save_result(f"speedrun-{args.task}", payload)
+    path = save_result(result_name(args), payload)
     write_results_md()
     print(json.dumps(summary[0]))
     print(f"wrote {path}", file=sys.stderr)
@@ -367,7 +377,7 @@ def cifar10_report(args, task, data, runs, acc_stats, wall_stats, extra, stamp) 
         ref_extra = ["--subset", "2000", "--tta", "none"] if args.smoke else []
         reference = run_reference(task, args.reference,
                                   Path(args.out) / f"speedrun-cifar10-{stamp}-reference",
-                                  ref_extra)
+                                  ref_extra, result_name(args))
     baseline = None
     if not args.no_baseline:
         epochs = 1 if args.smoke else (args.baseline_epochs or 2)
@@ -382,13 +392,13 @@ def cifar10_report(args, task, data, runs, acc_stats, wall_stats, extra, stamp) 
         last = baseline["epochs"][-1]
         ref_text += (f"; ordinary way {baseline['images_per_s']:.0f} img/s, "
                      f"{last['test_accuracy']:.1%} after {last['epoch']} epochs")
-    summary = [{"task": "speedrun-cifar10",
+    summary = [{"task": result_name(args),
                 "what": f"--preset {task['preset']}: test accuracy (TTA) mean ± std (min), wall s "
                         f"({runs[0]['precision']})",
                 "figure": figure, "baseline": ref_text}]
     curve = time_to_accuracy(runs)
     if curve:
-        summary.append({"task": "speedrun-cifar10",
+        summary.append({"task": result_name(args),
                         "what": "time to accuracy: mean training seconds → mean test accuracy "
                                 "(one view) after each epoch",
                         "figure": ", ".join(f"{c['train_seconds']:.0f} s → {c['accuracy']:.1%}"
@@ -406,7 +416,7 @@ def cifar10_report(args, task, data, runs, acc_stats, wall_stats, extra, stamp) 
         print(json.dumps({"smoke": True, **summary[0], "wall_seconds": wall_stats,
                           "time_to_accuracy": curve}))
         return
-    path = save_result("speedrun-cifar10", payload)
+    path = save_result(result_name(args), payload)
     write_results_md()
     print(json.dumps(summary[0]))
     print(f"wrote {path}", file=sys.stderr)

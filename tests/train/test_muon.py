@@ -87,6 +87,21 @@ def test_build_optimizer_splits_filters_from_the_rest():
     assert sum(len(g["params"]) for g in opt.param_groups) == len(trainable)
     with pytest.raises(ConfigError, match="muon-lr"):
         make_config({"optimizer": "muon", "muon_lr": 0})
+    # Newton-Schulz in bf16 only when training itself runs in bf16 (fast there, slow on AVX2)
+    assert all(g["ns_dtype"] == torch.float32 for g in ortho)
+    opt16 = build_optimizer(net, cfg, precision="bf16")
+    assert all(g["ns_dtype"] == torch.bfloat16 for g in opt16.param_groups if g["orthogonal"])
+
+
+def test_orthogonalize_in_bf16_stays_close_to_float32():
+    torch.manual_seed(0)
+    g = torch.randn(64, 576)
+    o32, o16 = orthogonalize(g, steps=3), orthogonalize(g, steps=3, dtype=torch.bfloat16)
+    assert o16.dtype == torch.float32  # handed back in the gradient's dtype
+    cos = torch.nn.functional.cosine_similarity(o32.flatten(), o16.flatten(), dim=0)
+    assert cos > 0.99, cos
+    sv = torch.linalg.svdvals(o16)
+    assert sv.max() < 1.3 and sv.min() > 0.3, sv
 
 
 def test_muon_trains_digits(tmp_path):

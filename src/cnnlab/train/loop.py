@@ -158,7 +158,7 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
     loader = Loader(data.train, cfg.batch_size, shuffle=True, augment=build_augment(cfg.augment),
                     drop_last=len(data.train) >= 2 * cfg.batch_size, seed=cfg.seed,
                     rank=info.rank, world_size=info.world_size, channels_last=cfg.channels_last)
-    optimizer = build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg, precision)
     scheduler = build_scheduler(optimizer, cfg, len(loader))
     # the whitening bias stops at this step; frozen, it spares the first conv's input gradient
     # (under torchrun it only stays at lr 0: DDP fixes the set of trained parameters up front)

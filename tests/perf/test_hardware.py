@@ -1,0 +1,70 @@
+"""Which precision `auto` picks, and how the CPU kind is recorded beside every figure."""
+
+import json
+
+import pytest
+
+from cnnlab.errors import ConfigError
+from cnnlab.perf import hardware
+
+
+@pytest.fixture
+def fake_cpu(monkeypatch, tmp_path):
+    """A CPU with a chosen name, flags and bf16 speed; the probe cache in a temp folder."""
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path))
+    hardware.bf16_speedup.cache_clear()
+    state = {"name": "Intel(R) Xeon(R) Processor", "flags": {"avx512f", "avx512_bf16"},
+             "native": True, "probe_calls": 0, "speedup": 1.0}
+    monkeypatch.setattr(hardware, "cpu_model_name", lambda: state["name"])
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: set(state["flags"]))
+    monkeypatch.setattr(hardware, "native_bf16", lambda: state["native"])
+
+    def probe(bf16: bool) -> float:
+        state["probe_calls"] += 1
+        return 1.0 / state["speedup"] if bf16 else 1.0
+
+    monkeypatch.setattr(hardware, "_time_conv_step", probe)
+    monkeypatch.setattr(hardware.torch.cuda, "is_available", lambda: False)
+    yield state
+    hardware.bf16_speedup.cache_clear()
+
+
+def test_cpu_kind_tells_amx_xeons_apart(fake_cpu):
+    assert hardware.cpu_kind() == "Intel(R) Xeon(R) Processor (avx512-bf16)"
+    fake_cpu["flags"] |= {"amx_bf16", "amx_tile"}
+    assert hardware.cpu_kind() == "Intel(R) Xeon(R) Processor (avx512-bf16 + amx)"
+    assert hardware.machine_info()["amx_bf16"] is True
+    fake_cpu.update(name="AMD EPYC 9B45", flags={"avx512_bf16"})
+    assert hardware.cpu_kind() == "zen5 (avx512-bf16)"
+    fake_cpu.update(name="AMD EPYC 7B13", flags={"avx2"}, native=False)
+    assert hardware.cpu_kind() == "zen3 (avx2)"
+
+
+def test_auto_follows_the_probe_and_caches_it_per_amx_flag(fake_cpu, tmp_path):
+    fake_cpu["speedup"] = 1.0  # a Xeon without AMX: bf16 no faster
+    assert hardware.choose_precision("auto") == "fp32"
+    assert fake_cpu["probe_calls"] == 2
+    hardware.bf16_speedup.cache_clear()
+    assert hardware.choose_precision("auto") == "fp32"  # from the disk cache: no new probe
+    assert fake_cpu["probe_calls"] == 2
+
+    # same model name, but AMX: the cached answer of the other Xeon must not be reused
+    fake_cpu["flags"] |= {"amx_bf16"}
+    fake_cpu["speedup"] = 2.7
+    hardware.bf16_speedup.cache_clear()
+    assert hardware.choose_precision("auto") == "bf16"
+    assert fake_cpu["probe_calls"] == 4
+    cached = json.loads((tmp_path / "bf16-probe.json").read_text())
+    assert sorted(round(v, 2) for v in cached.values()) == [1.0, 2.7]
+    assert any("amx=True" in k for k in cached) and any("amx=False" in k for k in cached)
+
+
+def test_bf16_without_native_support_warns_and_bad_names_fail(fake_cpu):
+    fake_cpu.update(native=False, flags={"avx2"})
+    assert hardware.choose_precision("auto") == "fp32"
+    assert fake_cpu["probe_calls"] == 0  # no probe where bf16 is not native
+    with pytest.warns(UserWarning, match="10x slower"):
+        assert hardware.choose_precision("bf16") == "bf16"
+    assert hardware.choose_precision("fp32") == "fp32"
+    with pytest.raises(ConfigError, match="unknown precision 'fp16'"):
+        hardware.choose_precision("fp16")

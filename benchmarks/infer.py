@@ -2,6 +2,7 @@
 
     python benchmarks/infer.py runs/bench/cifar10-…      # the cifar10-jpeg vgg-small run
     python benchmarks/infer.py RUN --smoke               # a few images: checks the script only
+    python benchmarks/infer.py RUN --tag amx             # results/infer-MODEL-amx.json
 
 Runs ``cnnlab.perf.infer.bench_infer`` (the code behind ``cnnlab bench-infer``) on 1,000 test
 images at batch 1 and 64; eager fp32 in the same run is the baseline. Target: ≥ 2× eager fp32
@@ -27,6 +28,8 @@ def main() -> None:
     parser.add_argument("run")
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--tag", default="",
+                        help="results/infer-MODEL-TAG.json: keeps another CPU kind's figures")
     args = parser.parse_args()
     res = bench_infer(args.run, batch_sizes=[1, 64], n=32 if args.smoke else args.n,
                       compile_timeout=0 if args.smoke else 300,
@@ -37,7 +40,7 @@ def main() -> None:
         if r["accuracy"] is None:
             continue
         ips = r["images_per_s"]
-        rows.append({"task": f"infer {res['model']}",
+        rows.append({"task": f"infer {res['model']}" + (f" ({args.tag})" if args.tag else ""),
                      "what": f"{r['runtime']}: img/s at batch 1 / 64, accuracy on {res['n']} "
                              f"test images ({res['data']})",
                      "figure": f"{ips['1']:.0f} / {ips['64']:.0f} img/s ({r['speedup']:.2f}× at "
@@ -48,7 +51,8 @@ def main() -> None:
     if args.smoke:
         print(json.dumps({"smoke": True, "rows": rows}))
         return
-    path = save_result(f"infer-{res['model']}", {**res, "summary_rows": rows})
+    name = f"infer-{res['model']}" + (f"-{args.tag}" if args.tag else "")
+    path = save_result(name, {**res, "summary_rows": rows})
     write_results_md()
     print(json.dumps(rows, indent=1))
     print(f"wrote {path}", file=sys.stderr)

@@ -35,6 +35,19 @@ def save_result(name: str, payload: dict[str, Any]) -> Path:
     return path
 
 
+def add_tag_argument(parser) -> None:
+    """``--tag TAG``: results/NAME-TAG.json instead of NAME.json, so a second CPU kind's figures
+    (``--tag amx``) sit beside the first's in RESULTS.md instead of replacing them."""
+    parser.add_argument("--tag", default="",
+                        help="write results/NAME-TAG.json: keeps another CPU kind's figures "
+                             "(e.g. --tag amx)")
+
+
+def tagged(name: str, tag: str) -> str:
+    """The result name for ``--tag``: NAME, or NAME-TAG."""
+    return f"{name}-{tag}" if tag else name
+
+
 def mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1
             else 0.0, "min": min(values), "max": max(values), "n": len(values)}

@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cnnlab.models import create_model, list_models  # noqa: E402
 from cnnlab.perf.hardware import choose_precision  # noqa: E402
-from common import save_result, write_results_md  # noqa: E402
+from common import add_tag_argument, save_result, tagged, write_results_md  # noqa: E402
 
 NETS = [("CIFAR speed-run net (cifar-speednet)", "cifar-speednet", {}, (3, 32, 32), 500),
         ("resnet18 (CIFAR stem)", "resnet18", dict(stem="cifar"), (3, 32, 32), 128),
@@ -106,15 +106,14 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--tag", default="",
-                        help="results/efficiency-TAG.json: keeps another CPU kind's figures")
+    add_tag_argument(parser)
     args = parser.parse_args()
     steps = 1 if args.smoke else args.steps
     peak = {"fp32": matmul_peak(torch.float32, (256,) if args.smoke else (2048, 4096))}
     if torch.cpu._is_avx512_bf16_supported():
         peak["bf16"] = matmul_peak(torch.bfloat16, (256,) if args.smoke else (2048, 4096))
     precision = choose_precision("auto")
-    name_ = "efficiency" + (f"-{args.tag}" if args.tag else "")
+    name_ = tagged("efficiency", args.tag)
     registered = set(list_models())
     nets, rows = [], []
     for label, name, kwargs, shape, batch in NETS:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cnnlab.perf.infer import bench_infer  # noqa: E402
-from common import save_result, write_results_md  # noqa: E402
+from common import add_tag_argument, save_result, tagged, write_results_md  # noqa: E402
 
 
 def main() -> None:
@@ -28,8 +28,7 @@ def main() -> None:
     parser.add_argument("run")
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--tag", default="",
-                        help="results/infer-MODEL-TAG.json: keeps another CPU kind's figures")
+    add_tag_argument(parser)
     args = parser.parse_args()
     res = bench_infer(args.run, batch_sizes=[1, 64], n=32 if args.smoke else args.n,
                       compile_timeout=0 if args.smoke else 300,
@@ -40,7 +39,7 @@ def main() -> None:
         if r["accuracy"] is None:
             continue
         ips = r["images_per_s"]
-        rows.append({"task": f"infer {res['model']}" + (f" ({args.tag})" if args.tag else ""),
+        rows.append({"task": f"infer {tagged(res['model'], args.tag)}",
                      "what": f"{r['runtime']}: img/s at batch 1 / 64, accuracy on {res['n']} "
                              f"test images ({res['data']})",
                      "figure": f"{ips['1']:.0f} / {ips['64']:.0f} img/s ({r['speedup']:.2f}× at "
@@ -51,8 +50,7 @@ def main() -> None:
     if args.smoke:
         print(json.dumps({"smoke": True, "rows": rows}))
         return
-    name = f"infer-{res['model']}" + (f"-{args.tag}" if args.tag else "")
-    path = save_result(name, {**res, "summary_rows": rows})
+    path = save_result(tagged(f"infer-{res['model']}", args.tag), {**res, "summary_rows": rows})
     write_results_md()
     print(json.dumps(rows, indent=1))
     print(f"wrote {path}", file=sys.stderr)

@@ -66,7 +66,15 @@ from torch.utils.data import Dataset as TorchDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cnnlab  # noqa: E402
-from common import SHARED, mean_std, plain_baseline, save_result, write_results_md  # noqa: E402
+from common import (  # noqa: E402
+    SHARED,
+    add_tag_argument,
+    mean_std,
+    plain_baseline,
+    save_result,
+    tagged,
+    write_results_md,
+)
 
 TASKS = {
     "mnist": {"preset": "mnist-speedrun", "data": "mnist", "data_dir": str(SHARED),
@@ -282,7 +290,7 @@ def add_snapshot_accuracy(run: dict, data) -> None:
 
 def result_name(args: argparse.Namespace) -> str:
     """speedrun-TASK, or speedrun-TASK-TAG: one result file per CPU kind where --tag says so."""
-    return f"speedrun-{args.task}" + (f"-{args.tag}" if args.tag else "")
+    return tagged(f"speedrun-{args.task}", args.tag)
 
 
 def main() -> None:
@@ -298,9 +306,7 @@ def main() -> None:
                         help="cifar10: how to time the record holder's recipe (see above)")
     parser.add_argument("--smoke", action="store_true", help="seconds: checks the script only")
     parser.add_argument("--out", default="runs/bench", help="where run directories go")
-    parser.add_argument("--tag", default="",
-                        help="results/speedrun-TASK-TAG.json instead of speedrun-TASK.json: "
-                             "keeps another CPU kind's figures (e.g. --tag amx)")
+    add_tag_argument(parser)
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                         help="more `cnnlab train` flags (override the preset's)")
     args = parser.parse_args()

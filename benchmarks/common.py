@@ -7,7 +7,9 @@ train: a ``DataLoader`` over a dataset with per-sample transforms, fp32 eager, n
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import statistics
 import time
 from pathlib import Path
@@ -38,9 +40,17 @@ def save_result(name: str, payload: dict[str, Any]) -> Path:
 def add_tag_argument(parser) -> None:
     """``--tag TAG``: results/NAME-TAG.json instead of NAME.json, so a second CPU kind's figures
     (``--tag amx``) sit beside the first's in RESULTS.md instead of replacing them."""
-    parser.add_argument("--tag", default="",
+    parser.add_argument("--tag", default="", type=_tag,
                         help="write results/NAME-TAG.json: keeps another CPU kind's figures "
                              "(e.g. --tag amx)")
+
+
+def _tag(text: str) -> str:
+    """A tag becomes part of a file name: letters, digits, '.', '_' and '-' only."""
+    if not re.fullmatch(r"[A-Za-z0-9._-]*", text):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a file-name tag: use letters, digits, "
+                                         "'.', '_' or '-'")
+    return text
 
 
 def tagged(name: str, tag: str) -> str:

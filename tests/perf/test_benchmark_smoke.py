@@ -289,3 +289,11 @@ def test_speedrun_cifar10(tmp_path, real_data):
     # the kept snapshot of each epoch was scored afterwards (the time-to-accuracy curve)
     (point,) = doc["time_to_accuracy"]
     assert point["epoch"] == 1 and point["train_seconds"] > 0 and 0 <= point["accuracy"] <= 1
+
+
+def test_tag_must_be_a_file_name_part(tmp_path):
+    """--tag names a result file: a path in it is one clear argparse line and exit 2."""
+    proc = subprocess.run([sys.executable, str(BENCH / "speedrun.py"), "mnist", "--tag", "a/b",
+                           "--smoke"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "'a/b' is not a file-name tag" in proc.stderr and "Traceback" not in proc.stderr

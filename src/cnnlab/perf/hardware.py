@@ -23,25 +23,24 @@ import torch
 from ..errors import ConfigError
 
 
-def cpu_model_name() -> str:
+def _cpuinfo_field(key: str) -> str | None:
+    """The first ``key: value`` of Linux's /proc/cpuinfo (None elsewhere or when absent)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(key):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return None
+
+
+def cpu_model_name() -> str:
+    return _cpuinfo_field("model name") or platform.processor() or "unknown"
 
 
 def cpu_flags() -> set[str]:
     """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return set((_cpuinfo_field("flags") or "").split())
 
 
 def has_amx_bf16() -> bool:

@@ -286,6 +286,10 @@ def test_speedrun_cifar10(tmp_path, real_data):
     assert re.search(r"airbench94 recipe \d+ s \(estimate\); preset [\d.]+× faster",
                      doc["baseline"])
     assert re.search(r"ordinary way \d+ img/s, [\d.]+% after 1 epochs", doc["baseline"])
+    # the record holder's recipe ran as its code does, on glibc's malloc; the preset on cnnlab's
+    allocators = {("reference" in str(env)): json.loads(env.read_text())["allocator"]
+                  for env in (tmp_path / "runs-out").rglob("env.json")}
+    assert allocators == {True: "system", False: "heap"}
     # the kept snapshot of each epoch was scored afterwards (the time-to-accuracy curve)
     (point,) = doc["time_to_accuracy"]
     assert point["epoch"] == 1 and point["train_seconds"] > 0 and 0 <= point["accuracy"] <= 1

@@ -36,6 +36,16 @@ def test_cifar_speednet_shape_size_and_dirac_init():
     assert bns and all(not m.weight.requires_grad and m.momentum == 0.4 for m in bns)
 
 
+def test_cifar_speednet_activation_option():
+    relu = create_model("cifar-speednet", act="relu")
+    acts = [m for m in relu.modules() if isinstance(m, (nn.ReLU, nn.GELU))]
+    assert len(acts) == 7 and all(isinstance(m, nn.ReLU) for m in acts)  # whiten + 2 per group
+    assert sum(isinstance(m, nn.GELU) for m in create_model("cifar-speednet").modules()) == 7
+    assert relu(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="act must be one of gelu, relu"):
+        create_model("cifar-speednet", act="swish")
+
+
 def test_whitening_layer_decorrelates_patches():
     torch.manual_seed(0)
     net = create_model("cifar-speednet")

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import CnnlabError
+from ..perf.memory import tune_allocator
 
 # One module per command group; each defines register(subparsers).
 COMMAND_MODULES = ["train", "data", "zoo", "report", "explain", "attack", "perf", "transfer",
@@ -107,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     debug = args.debug or os.environ.get("CNNLAB_DEBUG") == "1"
+    tune_allocator()  # every command runs tensors: reuse freed memory (perf/memory.py)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
         code = args.func(args)

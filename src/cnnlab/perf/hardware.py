@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
+from .memory import allocator_state
 
 
 def _cpuinfo_field(key: str) -> str | None:
@@ -85,6 +86,7 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cuda": torch.cuda.is_available(),
+        "allocator": allocator_state(),
     }
 
 

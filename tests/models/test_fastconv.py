@@ -1,0 +1,87 @@
+"""FastConv3x3: the im2col weight gradient equals the convolution's, and the GEMM path is taken
+exactly where it was measured to win (bf16, AMX, wide inputs, small maps)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnlab.models.fastconv import FastConv3x3, weight_grad_im2col
+
+
+@pytest.fixture
+def gemm_on(monkeypatch):
+    monkeypatch.setattr(FastConv3x3, "use_gemm_wgrad", True)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 4, 4), (2, 7, 3, 5), (1, 2, 1, 1), (4, 6, 6, 6)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_im2col_weight_grad_equals_autograd_in_fp64(shape, channels_last):
+    torch.manual_seed(0)
+    n, ci, h, w = shape
+    co = 3
+    x = torch.randn(n, ci, h, w, dtype=torch.float64)
+    weight = torch.randn(co, ci, 3, 3, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(n, co, h, w, dtype=torch.float64)
+    if channels_last:
+        x, g = (t.contiguous(memory_format=torch.channels_last) for t in (x, g))
+    F.conv2d(x, weight, padding=1).backward(g)
+    ours = weight_grad_im2col(g, x)
+    assert ours.shape == weight.shape
+    torch.testing.assert_close(ours, weight.grad, rtol=1e-10, atol=1e-10)
+    assert ours.is_contiguous(memory_format=torch.channels_last)
+
+
+def _conv_pair(cin=128, cout=16):
+    torch.manual_seed(1)
+    fast = FastConv3x3(cin, cout)
+    plain = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+    plain.load_state_dict(fast.state_dict())
+    return fast, plain
+
+
+def _grads(conv, x, g):
+    conv.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_()
+    with torch.autocast("cpu", torch.bfloat16):
+        y = conv(x)
+    y.float().backward(g)
+    return y, x.grad, conv.weight.grad
+
+
+def test_bf16_small_map_training_matches_nn_conv2d(gemm_on):
+    fast, plain = _conv_pair()
+    x = torch.randn(8, 128, 3, 3).contiguous(memory_format=torch.channels_last)
+    g = torch.randn(8, 16, 3, 3)
+    y1, gx1, gw1 = _grads(fast, x, g)
+    y2, gx2, gw2 = _grads(plain, x, g)
+    assert y1.dtype == torch.bfloat16 and gw1.dtype == torch.float32  # as autocast leaves them
+    torch.testing.assert_close(y1, y2)
+    torch.testing.assert_close(gx1, gx2)
+    # the same sum in another order, rounded to bf16: within a couple of bf16 ulps
+    assert (gw1 - gw2).abs().max() <= 0.02 * gw2.abs().max()
+    assert fast._gemm_path(x.bfloat16())
+
+
+@pytest.mark.parametrize("case", ["fp32", "big map", "thin input", "no grad", "frozen", "no amx"])
+def test_gemm_path_only_where_it_was_measured_to_win(monkeypatch, case):
+    monkeypatch.setattr(FastConv3x3, "use_gemm_wgrad", None)
+    monkeypatch.setattr("cnnlab.models.fastconv.has_amx_bf16", lambda: case != "no amx")
+    fast = FastConv3x3(64 if case == "thin input" else 256, 8)
+    x = torch.randn(2, fast.in_channels, 7 if case == "big map" else 6, 6)
+    if case == "frozen":
+        fast.weight.requires_grad_(False)
+    with torch.set_grad_enabled(case != "no grad"), \
+            torch.autocast("cpu", torch.bfloat16, enabled=case != "fp32"):
+        taken = fast._gemm_path(x)
+        y = fast(x)
+    assert taken == (case not in ("fp32", "big map", "thin input", "no grad", "frozen", "no amx"))
+    assert y.shape == (2, 8, x.shape[2], 6)
+
+
+def test_default_case_takes_the_gemm_path_on_amx(monkeypatch):
+    monkeypatch.setattr(FastConv3x3, "use_gemm_wgrad", None)
+    monkeypatch.setattr("cnnlab.models.fastconv.has_amx_bf16", lambda: True)
+    fast = FastConv3x3(256, 8)
+    with torch.autocast("cpu", torch.bfloat16):
+        assert fast._gemm_path(torch.randn(2, 256, 6, 6))

@@ -85,3 +85,12 @@ def test_default_case_takes_the_gemm_path_on_amx(monkeypatch):
     fast = FastConv3x3(256, 8)
     with torch.autocast("cpu", torch.bfloat16):
         assert fast._gemm_path(torch.randn(2, 256, 6, 6))
+
+
+def test_profile_counts_it_as_a_convolution():
+    from cnnlab.perf.profile import profile_model
+
+    report = profile_model("cifar-speednet", batch_size=2, repeat=1)
+    convs = [t for t in report["by_type"] if t["type"] == "Conv2d"]
+    assert len(convs) == 1 and convs[0]["count"] == 7  # the whitening conv + six FastConv3x3
+    assert not any(t["type"] == "FastConv3x3" for t in report["by_type"])

@@ -91,6 +91,7 @@ class FastConv3x3(nn.Conv2d):
     maps (see the module docstring for when, and why). Same parameters, same state dict."""
 
     use_gemm_wgrad: bool | None = None  # None: decide from the CPU (AMX) on first use
+    profile_type = "Conv2d"  # `cnnlab profile` groups it with the convolutions it is
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(in_channels, out_channels, 3, padding=1, bias=False)

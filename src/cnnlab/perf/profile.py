@@ -233,7 +233,8 @@ def profile_model(model: str | nn.Module, *, input_size: tuple[int, ...] | None 
                 m.inplace = False
     module, x = _prepare(module, x, channels_last, train)
     leaves = leaf_modules(module)
-    types = {n: type(m).__name__ for n, m in leaves}
+    # a layer may name the type it is a faster version of (FastConv3x3 is a Conv2d)
+    types = {n: getattr(m, "profile_type", type(m).__name__) for n, m in leaves}
     timer = _Timer(leaves, backward=train)
     fwd_runs: dict[str, list[float]] = defaultdict(list)
     bwd_runs: dict[str, list[float]] = defaultdict(list)

@@ -46,6 +46,17 @@ def test_cifar_speednet_activation_option():
         create_model("cifar-speednet", act="swish")
 
 
+def test_a_refused_option_value_is_one_line_on_the_command_line(capsys):
+    from cnnlab.cli import main
+
+    code = main(["train", "cifar-speednet", "--data", "digits", "--channels", "3",
+                 "--epochs", "1", "--model-arg", "act=swish"])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert err.strip() == ("error: model 'cifar-speednet' with options {'act': 'swish'}: act "
+                           "must be one of gelu, relu, got 'swish'")
+
+
 def test_whitening_layer_decorrelates_patches():
     torch.manual_seed(0)
     net = create_model("cifar-speednet")

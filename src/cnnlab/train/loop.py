@@ -66,10 +66,15 @@ class TrainResult:
 
 
 def build_model_for(cfg: TrainConfig, data: Dataset) -> nn.Module:
-    """The configured model sized for ``data`` (channels, image size, classes)."""
+    """The configured model sized for ``data`` (channels, image size, classes). A
+    ``--model-arg`` value the builder refuses (act=swish) is a ConfigError naming it."""
     c, h, w = data.image_shape
-    return create_model(cfg.model, num_classes=data.num_classes, in_chans=c, input_size=(h, w),
-                        norm=cfg.norm, **cfg.model_kwargs)
+    try:
+        return create_model(cfg.model, num_classes=data.num_classes, in_chans=c,
+                            input_size=(h, w), norm=cfg.norm, **cfg.model_kwargs)
+    except ValueError as exc:
+        raise ConfigError(f"model '{resolve_name(cfg.model)}' with options "
+                          f"{cfg.model_kwargs}: {exc}") from exc
 
 
 def model_meta(cfg: TrainConfig, data: Dataset, extra: dict | None = None) -> dict[str, Any]:

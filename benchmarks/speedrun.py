@@ -226,9 +226,10 @@ def reused_reference(name: str) -> dict:
 # The record holder's code runs on glibc's malloc and PyTorch's own kernels: so does its
 # reference run (cnnlab's allocator switched off, and cifar10-airbench94 builds plain convs).
 REFERENCE_ENV = {"CNNLAB_ALLOCATOR": "system"}
-# The same recipe on cnnlab's engine (reused heap memory, FastConv3x3): what the recipe alone
-# would take here, so the report can split the speed-up into engine and recipe.
-ENGINE_FLAGS = ["--model-arg", "fast_conv=true"]
+# The same recipe on cnnlab's engine (reused heap memory, FastConv3x3, the fused
+# pool-BN-act kernels): what the recipe alone would take here, so the report can split the
+# speed-up into engine and recipe.
+ENGINE_FLAGS = ["--model-arg", "fast_conv=true", "--model-arg", "fused=true"]
 
 
 def run_reference(task: dict, mode: str, out_dir: Path, extra: list[str],

@@ -68,7 +68,7 @@ def test_gemm_path_only_where_it_was_measured_to_win(monkeypatch, case):
     monkeypatch.setattr(FastConv3x3, "use_gemm_wgrad", None)
     monkeypatch.setattr("cnnlab.models.fastconv.has_amx_bf16", lambda: case != "no amx")
     fast = FastConv3x3(64 if case == "thin input" else 256, 8)
-    x = torch.randn(2, fast.in_channels, 7 if case == "big map" else 6, 6)
+    x = torch.randn(2, fast.in_channels, 8 if case == "big map" else 7, 7)
     if case == "frozen":
         fast.weight.requires_grad_(False)
     with torch.set_grad_enabled(case != "no grad"), \
@@ -76,7 +76,7 @@ def test_gemm_path_only_where_it_was_measured_to_win(monkeypatch, case):
         taken = fast._gemm_path(x)
         y = fast(x)
     assert taken == (case not in ("fp32", "big map", "thin input", "no grad", "frozen", "no amx"))
-    assert y.shape == (2, 8, x.shape[2], 6)
+    assert y.shape == (2, 8, x.shape[2], 7)
 
 
 def test_default_case_takes_the_gemm_path_on_amx(monkeypatch):

@@ -12,7 +12,7 @@ output gradient, ``dW = Gᵀ · cols``, a single large GEMM:
 =======================  ==========  ==========
 256 → 256, batch 1000    oneDNN      im2col GEMM
 =======================  ==========  ==========
-7×7 maps                 88 ms       84 ms
+7×7 maps                 85 ms       76 ms
 6×6                      76 ms       60 ms
 5×5                      68 ms       39 ms
 4×4                      53 ms       26 ms
@@ -21,9 +21,12 @@ output gradient, ``dW = Gᵀ · cols``, a single large GEMM:
 64 → 256 on 11×11        33 ms       47 ms (so: not for thin inputs)
 =======================  ==========  ==========
 
+(7×7: 88 against 84 ms until the GEMM got Gᵀ as a contiguous copy; batch 500: 42–48 against
+36 ms. 64 → 256 on 15×15 at batch 500: 20 against 41 ms.)
+
 In fp32 oneDNN's own kernel is as fast or faster (3×3 maps: 41 against 43 ms), and the table was
 measured on AMX only, so :class:`FastConv3x3` takes the GEMM path exactly where it was measured
-to win — bf16, a CPU with AMX, ≥ 128 input channels, maps of at most 36 pixels — and is a plain
+to win — bf16, a CPU with AMX, ≥ 128 input channels, maps of at most 49 pixels — and is a plain
 ``nn.Conv2d`` everywhere else (and in the forward pass, and for the input gradient, always).
 The result is the same weight gradient up to bf16 rounding (relative difference ~0.4 %, the
 size of one bf16 ulp).
@@ -37,7 +40,7 @@ from torch import nn
 
 from ..perf.hardware import has_amx_bf16
 
-MAX_PIXELS = 36  # maps of up to 6×6: the GEMM won from 6×6 down, tied at 7×7
+MAX_PIXELS = 49  # maps of up to 7×7: the GEMM won from 7×7 down (8×8 and up: not measured)
 MIN_IN_CHANNELS = 128  # 64-channel inputs: oneDNN's kernel won (33 against 47 ms)
 
 
@@ -54,8 +57,11 @@ def weight_grad_im2col(grad_out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     # every output pixel's 3×3×Ci patch, as a view, then one copy into rows: N·H·W × 9·Ci
     cols = padded.as_strided((n, h, w, 3, 3, ci), (s[0], s[1], s[2], s[1], s[2], s[3]))
     cols = cols.reshape(n * h * w, 9 * ci)
-    g = grad_out.permute(0, 2, 3, 1).reshape(n * h * w, co)
-    return (g.T @ cols).view(co, 3, 3, ci).permute(0, 3, 1, 2)
+    # Gᵀ as its own contiguous Co × N·H·W copy: oneDNN's GEMM runs ~1.5x faster on it than
+    # on the transposed view of a channels-last gradient (15.7 against 23.5 ms at 256 × 24,500
+    # × 2,304), for a copy of the small operand
+    g_t = grad_out.permute(1, 0, 2, 3).reshape(co, n * h * w)
+    return (g_t @ cols).view(co, 3, 3, ci).permute(0, 3, 1, 2)
 
 
 class _Conv3x3SmallMap(torch.autograd.Function):

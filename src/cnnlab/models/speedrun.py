@@ -33,6 +33,7 @@ from torch import nn
 
 from .base import CnnlabModel, FeatureInfo, he_init
 from .fastconv import FastConv3x3
+from .fused import act_kind, can_fuse, pool_bn_act
 from .registry import register_model
 
 
@@ -162,12 +163,34 @@ def _activation(name: str) -> nn.Module:
 
 
 class ConvGroup(nn.Sequential):
-    """conv 3×3 → max-pool 2 → BN → act → conv 3×3 → BN → act: one resolution step."""
+    """conv 3×3 → max-pool 2 → BN → act → conv 3×3 → BN → act: one resolution step.
 
-    def __init__(self, cin: int, cout: int, act: str = "gelu", fast_conv: bool = True) -> None:
+    ``fused``: in training, "max-pool → BN → act" and "BN → act" each run as one fused CPU
+    kernel (models/fused.py: ~2.2× faster than the eager layers, the same arithmetic up to
+    rounding) where it applies; the layers stay what the state dict, eval and hooks see.
+    """
+
+    def __init__(self, cin: int, cout: int, act: str = "gelu", fast_conv: bool = True,
+                 fused: bool = True) -> None:
         super().__init__(_dirac_conv(cin, cout, fast_conv), _Pool2(), _SpeedBN(cout),
                          _activation(act), _dirac_conv(cout, cout, fast_conv), _SpeedBN(cout),
                          _activation(act))
+        self.fused = fused
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.fused or not self.training:
+            return super().forward(x)
+        conv1, pool, bn1, act1, conv2, bn2, act2 = self
+        kind = act_kind(act1)
+        x = conv1(x)
+        if kind and can_fuse(x, bn1, True, pool, act1):
+            x = pool_bn_act(x, bn1, kind, pool=True)
+        else:
+            x = act1(bn1(pool(x)))
+        x = conv2(x)
+        if kind and can_fuse(x, bn2, False, act2):
+            return pool_bn_act(x, bn2, kind, pool=False)
+        return act2(bn2(x))
 
 
 class CifarSpeedNet(CnnlabModel):
@@ -197,7 +220,8 @@ class CifarSpeedNet(CnnlabModel):
     def __init__(self, *, num_classes: int = 10, in_chans: int = 3, input_size=(32, 32),
                  widths: list[int] | tuple[int, ...] = CIFAR_SPEEDNET_WIDTHS,
                  whiten_kernel: int = 2, scale: float = 1 / 9, act: str = "gelu",
-                 fast_conv: bool = True, norm: str = "standardize") -> None:
+                 fast_conv: bool = True, fused: bool = True,
+                 norm: str = "standardize") -> None:
         super().__init__(in_chans, num_classes, input_size, norm)
         if len(widths) != 3:
             raise ValueError(f"widths must list 3 group widths, got {list(widths)}")
@@ -206,9 +230,9 @@ class CifarSpeedNet(CnnlabModel):
         self.whiten = nn.Conv2d(in_chans, whiten_width, whiten_kernel, bias=True)
         self.whiten.weight.requires_grad_(False)
         self.features = nn.Sequential(self.whiten, _activation(act),
-                                      ConvGroup(whiten_width, w1, act, fast_conv),
-                                      ConvGroup(w1, w2, act, fast_conv),
-                                      ConvGroup(w2, w3, act, fast_conv))
+                                      ConvGroup(whiten_width, w1, act, fast_conv, fused),
+                                      ConvGroup(w1, w2, act, fast_conv, fused),
+                                      ConvGroup(w2, w3, act, fast_conv, fused))
         self.scale = float(scale)
         self.head = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(),
                                   nn.Linear(w3, num_classes, bias=False))
@@ -248,7 +272,8 @@ class CifarSpeedNet(CnnlabModel):
 def cifar_speednet(*, num_classes: int = 10, in_chans: int = 3, input_size=(32, 32),
                    widths: list[int] | tuple[int, ...] = CIFAR_SPEEDNET_WIDTHS,
                    whiten_kernel: int = 2, scale: float = 1 / 9, act: str = "gelu",
-                   fast_conv: bool = True, norm: str = "standardize") -> CifarSpeedNet:
+                   fast_conv: bool = True, fused: bool = True,
+                   norm: str = "standardize") -> CifarSpeedNet:
     return CifarSpeedNet(num_classes=num_classes, in_chans=in_chans, input_size=input_size,
                          widths=widths, whiten_kernel=whiten_kernel, scale=scale, act=act,
-                         fast_conv=fast_conv, norm=norm)
+                         fast_conv=fast_conv, fused=fused, norm=norm)

@@ -43,9 +43,9 @@ def orthogonalize(g: torch.Tensor, steps: int = 5, eps: float = 1e-7,
     tall = x.shape[0] > x.shape[1]
     if tall:
         x = x.T
-    for _ in range(steps):
+    for _ in range(steps):  # two fused multiply-adds per step (addmm), not five ops
         gram = x @ x.T
-        x = a * x + (b * gram + c * gram @ gram) @ x
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
     return (x.T if tall else x).to(g.dtype)
 
 

@@ -77,9 +77,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
         "lr 1.5 here, and its decoupled weight decay 0.0153 is weight_decay 0.00133 (the same "
         "shrinkage per step). Evaluated after the last epoch only, in batches of 128 (airbench "
         "uses 2000 on a GPU; on 2 cores 128 runs the forward pass ~25 % faster than 1000). "
-        "PyTorch's own convolution kernels (--model-arg fast_conv=false), as the record "
-        "holder's code runs them.",
-        {**AIRBENCH94, "model_kwargs": {"fast_conv": False}},
+        "PyTorch's own kernels (--model-arg fast_conv=false --model-arg fused=false: plain "
+        "convolutions, eager pool/BN/GELU), as the record holder's code runs them.",
+        {**AIRBENCH94, "model_kwargs": {"fast_conv": False, "fused": False}},
     ),
     Preset(
         "cifar10-speedrun",

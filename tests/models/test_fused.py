@@ -110,7 +110,7 @@ def test_speednet_trains_the_same_fused_and_unfused():
             opt.step()
             losses.append(loss.item())
         assert losses[0] == pytest.approx(losses[1], rel=1e-4)
-    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         if pa.is_floating_point():
             torch.testing.assert_close(pa, pb, rtol=1e-3, atol=1e-4, msg=name)
     a.eval(), b.eval()
@@ -131,7 +131,7 @@ def test_bf16_training_under_autocast_tracks_the_eager_net():
     opts = [torch.optim.SGD(m.parameters(), lr=0.05) for m in (a, b)]
     for _ in range(3):
         losses = []
-        for model, opt in zip((a, b), opts):
+        for model, opt in zip((a, b), opts, strict=True):
             with torch.autocast("cpu", torch.bfloat16):
                 loss = F.cross_entropy(model(x).float(), y)
             opt.zero_grad()

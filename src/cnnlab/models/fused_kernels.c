@@ -6,6 +6,7 @@
  * Every pass streams its tensors once, with the channel as the innermost, vectorized loop.
  */
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +72,17 @@ static inline float act_grad(float z, int relu) {
                  + t * (-1.453152027f + t * 1.061405429f))));
     float erf_a = 1.0f - poly * e;
     return 0.5f * (1.0f + (z < 0.0f ? -erf_a : erf_a)) + z * e * 0.39894228f;
+}
+
+/* Sum the threads' partial channel sums in thread order: with a static schedule every run
+ * adds the same numbers in the same order, so training is bit-for-bit repeatable. */
+static void sum_parts(double *parts, int nparts, double *stats, int C) {
+    for (int c = 0; c < 2 * C; c++) {
+        double t = 0.0;
+        for (int k = 0; k < nparts; k++) t += parts[(size_t)k * 2 * C + c];
+        stats[c] = t;
+    }
+    free(parts);
 }
 
 /* The kernels for one element type T (bf16 or float), as a macro so both share one text.
@@ -152,7 +164,9 @@ void pool_stats_##SUF(const T *x, T *p, uint8_t *idx, double *stats, int N, int 
                       int C, int pool) {                                                     \
     int Ho = pool ? H / 2 : H, Wo = pool ? W / 2 : W;                                       \
     long rows = (long)N * Ho;                                                                \
-    memset(stats, 0, 2 * (size_t)C * sizeof(double));                                        \
+    int nparts = omp_get_max_threads();                                                      \
+    double *parts = calloc((size_t)nparts * 2 * C, sizeof(double));                          \
+    if (!parts) { for (int c = 0; c < 2 * C; c++) stats[c] = NAN; return; }                 \
     _Pragma("omp parallel")                                                                  \
     {                                                                                        \
         double *acc = calloc(2 * (size_t)C, sizeof(double));                                 \
@@ -173,10 +187,10 @@ void pool_stats_##SUF(const T *x, T *p, uint8_t *idx, double *stats, int N, int 
             }                                                                                \
             for (int c = 0; c < 2 * C; c++) acc[c] += rs[c];                                 \
         }                                                                                    \
-        _Pragma("omp critical")                                                              \
-        for (int c = 0; c < 2 * C; c++) stats[c] += acc[c];                                  \
+        memcpy(parts + (size_t)omp_get_thread_num() * 2 * C, acc, 2 * (size_t)C * sizeof(double)); \
         free(acc); free(rs);                                                                 \
     }                                                                                        \
+    sum_parts(parts, nparts, stats, C);                                                      \
 }                                                                                            \
                                                                                              \
 /* Pass 2: y = act(p * scale + shift), M pixels. */                                         \
@@ -190,7 +204,9 @@ void bn_act_fwd_##SUF(const T *p, T *y, const float *scale, const float *shift, 
  * backward would store it); sums of dz and dz * p per channel into stats[0..2C). */        \
 void bn_act_bwd_stats_##SUF(const T *dy, const T *p, T *dz, const float *scale,              \
                             const float *shift, double *stats, long M, int C, int relu) {   \
-    memset(stats, 0, 2 * (size_t)C * sizeof(double));                                        \
+    int nparts = omp_get_max_threads();                                                      \
+    double *parts = calloc((size_t)nparts * 2 * C, sizeof(double));                          \
+    if (!parts) { for (int c = 0; c < 2 * C; c++) stats[c] = NAN; return; }                 \
     long blocks = (M + 15) / 16;                                                             \
     _Pragma("omp parallel")                                                                  \
     {                                                                                        \
@@ -205,10 +221,10 @@ void bn_act_bwd_stats_##SUF(const T *dy, const T *p, T *dz, const float *scale, 
                               C, relu);                                                      \
             for (int c = 0; c < 2 * C; c++) acc[c] += rs[c];                                 \
         }                                                                                    \
-        _Pragma("omp critical")                                                              \
-        for (int c = 0; c < 2 * C; c++) stats[c] += acc[c];                                  \
+        memcpy(parts + (size_t)omp_get_thread_num() * 2 * C, acc, 2 * (size_t)C * sizeof(double)); \
         free(acc); free(rs);                                                                 \
     }                                                                                        \
+    sum_parts(parts, nparts, stats, C);                                                      \
 }                                                                                            \
                                                                                              \
 /* Backward pass 2: dp = k1 dz + k2 p + k3 (BatchNorm's input gradient), written to dx at   \

@@ -109,7 +109,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
         "translation, one evaluation at the end. Precision from the hardware. (6) Rechecked on "
         "the faster engine (reused heap memory, FastConv3x3), 3 seeds on an AMX Xeon: batch "
         "1000 (lr 0.83, Muon lr 0.17) scored 90.27 % and the fourth epoch at 28 px 90.30 %, "
-        "against 90.49 % for these values. See benchmarks/RESULTS.md for where it stands.",
+        "against 90.49 % for these values. (7) The net trains with FastConv3x3 and the fused "
+        "pool-BN-GELU kernels (models/fused.py); the reference does not. See "
+        "benchmarks/RESULTS.md for where it stands.",
         # what differs from the reference, and nothing else
         {**AIRBENCH94, "epochs": 7, "batch_size": 500, "optimizer": "muon", "muon_lr": 0.12,
          "muon_momentum": 0.6, "lr": 0.415, "weight_decay": 0.0024, "warmup_epochs": 0.0,

@@ -51,27 +51,30 @@ static inline float exp_neg(float x) {
 }
 
 /* GELU: 0.5 z (1 + erf(z / sqrt 2)), erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7);
- * its derivative Phi(z) + z phi(z) shares exp(-z^2/2). ReLU when relu != 0. */
-static inline float act_fwd(float z, int relu) {
-    if (relu) return z > 0.0f ? z : 0.0f;
+ * its derivative Phi(z) + z phi(z) shares exp(-z^2/2) with it. */
+typedef struct { float cdf, e; } gelu_terms;  /* Phi(z) and exp(-z^2/2) */
+
+static inline gelu_terms gelu_terms_of(float z) {
     float a = fabsf(z) * 0.70710678f;
     float e = exp_neg(-a * a);
     float t = 1.0f / (1.0f + 0.3275911f * a);
     float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f
                  + t * (-1.453152027f + t * 1.061405429f))));
     float erf_a = 1.0f - poly * e;
-    return 0.5f * z * (1.0f + (z < 0.0f ? -erf_a : erf_a));
+    gelu_terms g = {0.5f * (1.0f + (z < 0.0f ? -erf_a : erf_a)), e};
+    return g;
+}
+
+/* act(z) and act'(z): GELU, or ReLU when relu != 0 */
+static inline float act_fwd(float z, int relu) {
+    if (relu) return z > 0.0f ? z : 0.0f;
+    return z * gelu_terms_of(z).cdf;
 }
 
 static inline float act_grad(float z, int relu) {
     if (relu) return z > 0.0f ? 1.0f : 0.0f;
-    float a = fabsf(z) * 0.70710678f;
-    float e = exp_neg(-a * a);
-    float t = 1.0f / (1.0f + 0.3275911f * a);
-    float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f
-                 + t * (-1.453152027f + t * 1.061405429f))));
-    float erf_a = 1.0f - poly * e;
-    return 0.5f * (1.0f + (z < 0.0f ? -erf_a : erf_a)) + z * e * 0.39894228f;
+    gelu_terms g = gelu_terms_of(z);
+    return g.cdf + z * g.e * 0.39894228f;
 }
 
 /* Sum the threads' partial channel sums in thread order: with a static schedule every run
@@ -83,6 +86,41 @@ static void sum_parts(double *parts, int nparts, double *stats, int C) {
         stats[c] = t;
     }
     free(parts);
+}
+
+/* One unit of work (a row or a block of pixels) of a pass that also sums per channel: it adds
+ * its pixels' values into rs[0..2C), zeroed before each unit. */
+typedef void (*unit_fn)(const void *ctx, long unit, float *rs);
+
+/* Run fn over units 0..units-1 on the OpenMP threads (static schedule), summing each unit's
+ * float sums into a per-thread double accumulator, then the threads' sums into stats[0..2C)
+ * in thread order. If memory runs out the sums are NaN, which the training loop reports. */
+static void channel_sums(unit_fn fn, const void *ctx, long units, int C, double *stats) {
+    int nparts = omp_get_max_threads();
+    double *parts = calloc((size_t)nparts * 2 * C, sizeof(double));
+    if (!parts) {
+        for (int c = 0; c < 2 * C; c++) stats[c] = NAN;
+        return;
+    }
+#pragma omp parallel
+    {
+        double *acc = calloc(2 * (size_t)C, sizeof(double));
+        float *rs = malloc(2 * (size_t)C * sizeof(float));
+        if (acc && rs) {
+#pragma omp for schedule(static)
+            for (long u = 0; u < units; u++) {
+                memset(rs, 0, 2 * (size_t)C * sizeof(float));
+                fn(ctx, u, rs);
+                for (int c = 0; c < 2 * C; c++) acc[c] += rs[c];
+            }
+            memcpy(parts + (size_t)omp_get_thread_num() * 2 * C, acc, 2 * (size_t)C * sizeof(double));
+        } else {
+            for (int c = 0; c < 2 * C; c++) parts[(size_t)omp_get_thread_num() * 2 * C + c] = NAN;
+        }
+        free(acc);
+        free(rs);
+    }
+    sum_parts(parts, nparts, stats, C);
 }
 
 /* The kernels for one element type T (bf16 or float), as a macro so both share one text.
@@ -158,39 +196,29 @@ NOINLINE static void unpool_px_##SUF(const T *restrict dz, const T *restrict p, 
     }                                                                                        \
 }                                                                                            \
                                                                                              \
+typedef struct { const T *x; T *p; uint8_t *idx; int H, W, C, Ho, Wo, pool; } pool_ctx_##SUF; \
+                                                                                             \
+static void pool_row_##SUF(const void *vc, long r, float *rs) {                              \
+    const pool_ctx_##SUF *k = vc;                                                            \
+    long n = r / k->Ho, i = r % k->Ho, C = k->C, W = k->W;                                   \
+    for (int j = 0; j < k->Wo; j++) {                                                        \
+        long o = (r * k->Wo + j) * C;                                                        \
+        if (k->pool) {                                                                       \
+            const T *a = k->x + (((n * k->H + 2 * i) * W) + 2 * j) * C;                      \
+            pool_px_##SUF(a, a + C, a + W * C, a + W * C + C, k->p + o, k->idx + o, rs,      \
+                          rs + C, (int)C);                                                   \
+        } else {                                                                             \
+            sums_px_##SUF(k->x + o, rs, rs + C, (int)C);                                     \
+        }                                                                                    \
+    }                                                                                        \
+}                                                                                            \
+                                                                                             \
 /* Pass 1: p = maxpool2(x) (floor mode; argmax 0..3 into idx) if pool, else p = x; sums of  \
  * p and p^2 per channel into stats[0..2C) (float per row of pixels, double across rows). */ \
 void pool_stats_##SUF(const T *x, T *p, uint8_t *idx, double *stats, int N, int H, int W,   \
                       int C, int pool) {                                                     \
-    int Ho = pool ? H / 2 : H, Wo = pool ? W / 2 : W;                                       \
-    long rows = (long)N * Ho;                                                                \
-    int nparts = omp_get_max_threads();                                                      \
-    double *parts = calloc((size_t)nparts * 2 * C, sizeof(double));                          \
-    if (!parts) { for (int c = 0; c < 2 * C; c++) stats[c] = NAN; return; }                 \
-    _Pragma("omp parallel")                                                                  \
-    {                                                                                        \
-        double *acc = calloc(2 * (size_t)C, sizeof(double));                                 \
-        float *rs = malloc(2 * (size_t)C * sizeof(float));                                   \
-        _Pragma("omp for schedule(static)")                                                  \
-        for (long r = 0; r < rows; r++) {                                                    \
-            long n = r / Ho, i = r % Ho;                                                     \
-            memset(rs, 0, 2 * (size_t)C * sizeof(float));                                    \
-            for (int j = 0; j < Wo; j++) {                                                   \
-                if (pool) {                                                                  \
-                    const T *a = x + (((n * H + 2 * i) * W) + 2 * j) * (long)C;              \
-                    pool_px_##SUF(a, a + C, a + (long)W * C, a + (long)W * C + C,            \
-                                  p + (r * Wo + j) * (long)C, idx + (r * Wo + j) * (long)C,  \
-                                  rs, rs + C, C);                                            \
-                } else {                                                                     \
-                    sums_px_##SUF(x + (r * Wo + j) * (long)C, rs, rs + C, C);                \
-                }                                                                            \
-            }                                                                                \
-            for (int c = 0; c < 2 * C; c++) acc[c] += rs[c];                                 \
-        }                                                                                    \
-        memcpy(parts + (size_t)omp_get_thread_num() * 2 * C, acc, 2 * (size_t)C * sizeof(double)); \
-        free(acc); free(rs);                                                                 \
-    }                                                                                        \
-    sum_parts(parts, nparts, stats, C);                                                      \
+    pool_ctx_##SUF k = {x, p, idx, H, W, C, pool ? H / 2 : H, pool ? W / 2 : W, pool};      \
+    channel_sums(pool_row_##SUF, &k, (long)N * k.Ho, C, stats);                              \
 }                                                                                            \
                                                                                              \
 /* Pass 2: y = act(p * scale + shift), M pixels. */                                         \
@@ -200,31 +228,24 @@ void bn_act_fwd_##SUF(const T *p, T *y, const float *scale, const float *shift, 
     for (long m = 0; m < M; m++) act_px_##SUF(p + m * C, y + m * C, scale, shift, C, relu);  \
 }                                                                                            \
                                                                                              \
+typedef struct { const T *dy, *p; T *dz; const float *scale, *shift; long M; int C, relu; }   \
+    grad_ctx_##SUF;                                                                          \
+                                                                                             \
+static void grad_block_##SUF(const void *vc, long blk, float *rs) {                          \
+    const grad_ctx_##SUF *k = vc;                                                            \
+    long C = k->C, end = (blk + 1) * 16 < k->M ? (blk + 1) * 16 : k->M;                      \
+    for (long m = blk * 16; m < end; m++)                                                    \
+        grad_px_##SUF(k->dy + m * C, k->p + m * C, k->dz + m * C, k->scale, k->shift, rs,    \
+                      rs + C, (int)C, k->relu);                                              \
+}                                                                                            \
+                                                                                             \
 /* Backward pass 1: dz = dy * act'(p * scale + shift) (rounded to T, as an unfused          \
- * backward would store it); sums of dz and dz * p per channel into stats[0..2C). */        \
+ * backward would store it); sums of dz and dz * p per channel into stats[0..2C), over      \
+ * blocks of 16 pixels. */                                                                   \
 void bn_act_bwd_stats_##SUF(const T *dy, const T *p, T *dz, const float *scale,              \
                             const float *shift, double *stats, long M, int C, int relu) {   \
-    int nparts = omp_get_max_threads();                                                      \
-    double *parts = calloc((size_t)nparts * 2 * C, sizeof(double));                          \
-    if (!parts) { for (int c = 0; c < 2 * C; c++) stats[c] = NAN; return; }                 \
-    long blocks = (M + 15) / 16;                                                             \
-    _Pragma("omp parallel")                                                                  \
-    {                                                                                        \
-        double *acc = calloc(2 * (size_t)C, sizeof(double));                                 \
-        float *rs = malloc(2 * (size_t)C * sizeof(float));                                   \
-        _Pragma("omp for schedule(static)")                                                  \
-        for (long blk = 0; blk < blocks; blk++) {                                            \
-            long end = (blk + 1) * 16 < M ? (blk + 1) * 16 : M;                              \
-            memset(rs, 0, 2 * (size_t)C * sizeof(float));                                    \
-            for (long m = blk * 16; m < end; m++)                                            \
-                grad_px_##SUF(dy + m * C, p + m * C, dz + m * C, scale, shift, rs, rs + C,   \
-                              C, relu);                                                      \
-            for (int c = 0; c < 2 * C; c++) acc[c] += rs[c];                                 \
-        }                                                                                    \
-        memcpy(parts + (size_t)omp_get_thread_num() * 2 * C, acc, 2 * (size_t)C * sizeof(double)); \
-        free(acc); free(rs);                                                                 \
-    }                                                                                        \
-    sum_parts(parts, nparts, stats, C);                                                      \
+    grad_ctx_##SUF k = {dy, p, dz, scale, shift, M, C, relu};                                \
+    channel_sums(grad_block_##SUF, &k, (M + 15) / 16, C, stats);                             \
 }                                                                                            \
                                                                                              \
 /* Backward pass 2: dp = k1 dz + k2 p + k3 (BatchNorm's input gradient), written to dx at   \

@@ -207,3 +207,16 @@ def test_build_goes_to_the_cache_once(monkeypatch, tmp_path):
     monkeypatch.setattr(fused, "_build", lambda *a: calls.append(a))
     assert kernels() is not None and calls == []
     assert built[0].stat().st_mtime_ns == stamp
+
+
+def test_profile_says_the_fused_blocks_are_timed_as_eager_layers():
+    """`cnnlab profile --train` hooks every layer (so the fused path steps aside): it says so
+    and times the unhooked step too; forward-only profiles and other nets carry no note."""
+    from cnnlab.perf.profile import profile_model
+
+    report = profile_model("cifar-speednet", batch_size=2, repeat=1, train=True,
+                           channels_last=True)
+    assert report["unhooked_ms"] > 0 and len(report["notes"]) == 1
+    assert "fused" in report["notes"][0] and f"{report['unhooked_ms']:.1f} ms" in report["notes"][0]
+    assert profile_model("cifar-speednet", batch_size=2, repeat=1)["notes"] == []
+    assert profile_model("simple-cnn", batch_size=2, repeat=1, train=True)["notes"] == []

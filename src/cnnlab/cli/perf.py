@@ -110,6 +110,8 @@ def run_profile(args: argparse.Namespace) -> int:
     print_table([[t["type"], t["count"], t["ms"], f"{100 * t['share']:.1f}%", t["macs"] / 1e6,
                   t["gflops"]] for t in res["by_type"]],
                 ["type", "layers", "ms", "share", "MMACs", "GFLOP/s"])
+    for note in res.get("notes", []):
+        print(f"note: {note}")
     return 0
 
 

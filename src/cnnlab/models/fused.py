@@ -39,6 +39,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..perf.hardware import cpu_flags, cpu_model_name
+
 SOURCE = Path(__file__).with_name("fused_kernels.c")
 ABI_VERSION = 1
 # -march=native: this CPU's vector width (AVX-512 or AVX2); 512-bit vectors where it has them
@@ -51,16 +53,6 @@ _state: dict[str, object] = {}  # "lib": CDLL | None once tried, "error": why no
 def _cache_dir() -> Path:
     root = os.environ.get("CNNLAB_CACHE") or Path.home() / ".cache" / "cnnlab"
     return Path(root) / "kernels"
-
-
-def _cpu_key() -> str:
-    """What -march=native depends on: the CPU's model name and flags (not the host name)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            lines = [ln for ln in fh if ln.startswith(("model name", "flags"))][:2]
-    except OSError:
-        lines = [platform.processor()]
-    return "".join(lines)
 
 
 def _build(cc: str, out: Path) -> None:
@@ -108,7 +100,9 @@ def kernels() -> ctypes.CDLL | None:
             if not cc:
                 error = "no C compiler (cc/gcc) on PATH"
             else:
-                key = hashlib.sha256(SOURCE.read_bytes() + _cpu_key().encode() + cc.encode()
+                # what -march=native depends on: the CPU's model name and flags
+                cpu = cpu_model_name() + " ".join(sorted(cpu_flags()))
+                key = hashlib.sha256(SOURCE.read_bytes() + cpu.encode() + cc.encode()
                                      + " ".join(CFLAGS).encode()).hexdigest()[:16]
                 path = _cache_dir() / f"fused-{key}.so"
                 try:
@@ -164,20 +158,21 @@ class _PoolBNAct(torch.autograd.Function):
         var = (stats[c:] / count - mean * mean).clamp_min(0.0)
         rstd = (var + eps).rsqrt()
         wt = weight.detach().double() if weight is not None else torch.ones_like(mean)
-        scale = (wt * rstd).float()
+        scale = (wt * rstd).float()  # also BatchNorm's dz coefficient in the backward
         shift = (bias.detach().double() - mean * wt * rstd).float()
         y = torch.empty((n, c, ho, wo), dtype=x.dtype, memory_format=torch.channels_last)
         getattr(lib, f"bn_act_fwd_{suf}")(_ptr(p), _ptr(y), _ptr(scale), _ptr(shift),
                                           count, c, int(relu))
-        ctx.save_for_backward(p, idx, weight, mean, rstd, scale, shift)
+        ctx.save_for_backward(p, idx, wt, mean, rstd, scale, shift)
         ctx.shape, ctx.pool, ctx.relu, ctx.count = (n, c, h, w), pool, relu, count
+        ctx.weight_dtype = None if weight is None else weight.dtype
         mean32, var32 = mean.float(), var.float()  # for the caller's running averages
         ctx.mark_non_differentiable(mean32, var32)
         return y, mean32, var32
 
     @staticmethod
     def backward(ctx, dy, _dmean, _dvar):
-        p, idx, weight, mean, rstd, scale, shift = ctx.saved_tensors
+        p, idx, wt, mean, rstd, scale, shift = ctx.saved_tensors
         lib = kernels()
         suf = "bf16" if p.dtype == torch.bfloat16 else "f32"
         n, c, h, w = ctx.shape
@@ -190,15 +185,14 @@ class _PoolBNAct(torch.autograd.Function):
                                                 int(ctx.relu))
         sum_dz = stats[:c]
         sum_dz_xhat = rstd * (stats[c:] - mean * sum_dz)
-        wt = weight.detach().double() if weight is not None else torch.ones_like(mean)
         mean_dz, mean_dzx = sum_dz / count, sum_dz_xhat / count
-        k1 = (wt * rstd).float()
+        k1 = scale  # wt · rstd
         k2 = (-wt * rstd * rstd * mean_dzx).float()
         k3 = (-wt * rstd * mean_dz + wt * rstd * rstd * mean_dzx * mean).float()
         dx = torch.empty((n, c, h, w), dtype=p.dtype, memory_format=torch.channels_last)
         getattr(lib, f"bn_bwd_unpool_{suf}")(_ptr(dz), _ptr(p), _ptr(idx), _ptr(dx), _ptr(k1),
                                              _ptr(k2), _ptr(k3), n, h, w, c, int(ctx.pool))
-        grad_w = (sum_dz_xhat.to(weight.dtype) if weight is not None
+        grad_w = (sum_dz_xhat.to(ctx.weight_dtype) if ctx.weight_dtype is not None
                   and ctx.needs_input_grad[1] else None)
         grad_b = sum_dz.float() if ctx.needs_input_grad[2] else None
         return dx, grad_w, grad_b, None, None, None

@@ -253,19 +253,18 @@ def profile_model(model: str | nn.Module, *, input_size: tuple[int, ...] | None 
     finally:
         timer.remove()
     notes, unhooked_ms = [], None
-    # Fused training kernels (cifar-speednet's pool → BN → act, models/fused.py) step aside
-    # while a layer carries a timing hook, so the rows above time the eager layers; the same
-    # step without hooks shows what training actually runs.
-    if train and any(getattr(m, "fused", False) is True for m in module.modules()):
-        try:
+    try:
+        # Fused training kernels (cifar-speednet's pool → BN → act, models/fused.py) step
+        # aside while a layer carries a timing hook, so the rows time the eager layers; the
+        # same step without hooks shows what training actually runs.
+        if train and any(getattr(m, "fused", False) is True for m in module.modules()):
             unhooked_ms = statistics.median(
                 sum(_step(module, x, precision, train)) for _ in range(repeat)) * 1e3
-        finally:
-            module.eval()
-        notes.append(f"pool → BN → act blocks train as fused kernels, which the per-layer "
-                     f"hooks switch off: the rows time the eager layers; the step as training "
-                     f"runs it (no hooks): {unhooked_ms:.1f} ms")
-    module.eval()
+            notes.append(f"pool → BN → act blocks train as fused kernels, which the per-layer "
+                         f"hooks switch off: the rows time the eager layers; the step as "
+                         f"training runs it (no hooks): {unhooked_ms:.1f} ms")
+    finally:
+        module.eval()
     mult = 3 if train else 1
     layers = []
     for n, runs in fwd_runs.items():

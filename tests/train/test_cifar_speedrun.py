@@ -44,6 +44,9 @@ def test_cifar_speednet_activation_option():
     assert relu(torch.rand(2, 3, 32, 32)).shape == (2, 10)
     with pytest.raises(ValueError, match="act must be one of gelu, relu"):
         create_model("cifar-speednet", act="swish")
+    for option in ("fused", "fast_conv"):  # on/off switches take booleans, not any truthy text
+        with pytest.raises(ValueError, match=f"{option} must be true or false, got 'maybe'"):
+            create_model("cifar-speednet", **{option: "maybe"})
 
 
 def test_a_refused_option_value_is_one_line_on_the_command_line(capsys):

@@ -225,6 +225,9 @@ class CifarSpeedNet(CnnlabModel):
         super().__init__(in_chans, num_classes, input_size, norm)
         if len(widths) != 3:
             raise ValueError(f"widths must list 3 group widths, got {list(widths)}")
+        for name, value in (("fast_conv", fast_conv), ("fused", fused)):
+            if not isinstance(value, bool):  # "maybe" would silently count as true
+                raise ValueError(f"{name} must be true or false, got {value!r}")
         w1, w2, w3 = (int(w) for w in widths)
         whiten_width = 2 * in_chans * whiten_kernel ** 2
         self.whiten = nn.Conv2d(in_chans, whiten_width, whiten_kernel, bias=True)

@@ -69,6 +69,29 @@ def test_matches_eager_layers_in_float64(dtype, tol, pool, act, shape):
 
 
 @needs_cc
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("pool", [True, False])
+@pytest.mark.parametrize("act", ["gelu", "relu"])
+@pytest.mark.parametrize("shape", [(4, 16, 7, 9), (3, 5, 2, 3), (2, 40, 6, 6)])
+def test_eval_pass_matches_eager_layers_in_float64(dtype, tol, pool, act, shape):
+    """Eval mode without autograd (evaluation, test-time augmentation): the running
+    statistics folded into one scale and shift, the same outputs as the eager layers, and
+    nothing about the BN changes."""
+    bn, ref = _pair(shape[1])
+    bn.eval(), ref.eval()
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    x = torch.randn(shape).to(dtype).contiguous(memory_format=CL)
+    with torch.no_grad():
+        assert can_fuse(x, bn, pool)
+        y = pool_bn_act(x, bn, act, pool)
+        y_ref = _eager(x.double(), ref, act, pool)
+    assert y.dtype == dtype and y.shape == y_ref.shape and y.is_contiguous(memory_format=CL)
+    assert _rel(y, y_ref) < tol
+    for k, v in bn.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+@needs_cc
 def test_ties_route_the_gradient_like_max_pool_and_nan_propagates():
     """Equal values in a window: the whole gradient goes to the first one, as PyTorch's
     max-pool does (not split, not doubled); a NaN in a window comes out as NaN."""
@@ -91,7 +114,7 @@ def test_ties_route_the_gradient_like_max_pool_and_nan_propagates():
 @needs_cc
 def test_speednet_trains_the_same_fused_and_unfused():
     """Three SGD steps of cifar-speednet with and without the fused kernels (fp32): the same
-    loss, weights and BN statistics to float rounding; eval mode runs the eager layers."""
+    loss, weights and BN statistics to float rounding, and the same eval outputs."""
     torch.manual_seed(0)
     a = create_model("cifar-speednet", fast_conv=False, fused=True)
     b = create_model("cifar-speednet", fast_conv=False, fused=False)
@@ -142,8 +165,9 @@ def test_bf16_training_under_autocast_tracks_the_eager_net():
 
 
 def test_eager_layers_run_where_the_kernel_does_not_apply():
-    """Not channels-last, eval mode, a hook on a fused layer, a 1-pixel map, an int tensor: no
-    fusion, so hooks still fire and anything unusual gets the layers' own behaviour."""
+    """Not channels-last, eval mode with autograd, a hook on a fused layer, a 1-pixel map, a
+    float64 tensor: no fusion, so hooks still fire and anything unusual gets the layers' own
+    behaviour."""
     bn = nn.BatchNorm2d(8)
     x = torch.randn(2, 8, 6, 6)
     assert not can_fuse(x, bn, True)  # NCHW
@@ -151,7 +175,7 @@ def test_eager_layers_run_where_the_kernel_does_not_apply():
     assert not can_fuse(xc[:, :, :1, :1].contiguous(memory_format=CL), bn, True)
     assert not can_fuse(xc.double(), bn, True)
     bn.eval()
-    assert not can_fuse(xc, bn, True)
+    assert not can_fuse(xc, bn, True)  # eval with autograd on: a saliency map's backward
     bn.train()
     handle = bn.register_forward_hook(lambda *a: None)
     assert not can_fuse(xc, bn, True)
@@ -161,6 +185,24 @@ def test_eager_layers_run_where_the_kernel_does_not_apply():
     assert not can_fuse(xc, bn, True, act)
     assert fused.act_kind(nn.GELU(approximate="tanh")) is None
     assert fused.act_kind(nn.SiLU()) is None
+
+
+@needs_cc
+def test_compiled_and_exported_nets_trace_the_eager_layers():
+    """Inside torch.compile / torch.export the fused path steps aside (a ctypes call cannot
+    be traced; the graph compiler fuses those layers itself): the compiled net's outputs in
+    eval and training match the uncompiled net's."""
+    torch.manual_seed(0)
+    model = create_model("cifar-speednet").to(memory_format=CL).eval()
+    x = torch.randn(8, 3, 32, 32).contiguous(memory_format=CL)
+    compiled = torch.compile(model)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+    exported = torch.export.export(model, (x,)).module()
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), model(x), rtol=1e-4, atol=1e-5)
+    model.train()
+    torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
 
 
 def test_hooks_on_a_group_layer_still_fire_in_training():

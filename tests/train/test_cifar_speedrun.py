@@ -18,7 +18,13 @@ from cnnlab.models import create_model
 from cnnlab.perf.flops import count_macs
 from cnnlab.train import make_config
 from cnnlab.train.lookahead import Lookahead
-from cnnlab.train.optim import build_optimizer, build_scheduler, lr_factor, param_groups
+from cnnlab.train.optim import (
+    build_optimizer,
+    build_scheduler,
+    lr_factor,
+    param_groups,
+    whiten_bias_freeze_step,
+)
 
 
 def test_cifar_speednet_shape_size_and_dirac_init():
@@ -215,10 +221,34 @@ def test_whiten_bias_trains_at_the_bn_lr_falls_to_zero_then_freezes(tmp_path):
     assert torch.equal(biases[0], biases[1]) and torch.equal(biases[1], biases[2])
 
 
+def test_freeze_whiten_bias_keeps_its_lr_then_stops(tmp_path):
+    """--freeze-whiten-bias E: the bias trains like the other biases (no group of its own)
+    until epoch E, then stays put; with --whiten-bias-epochs too, whichever stops first."""
+    net = create_model("cifar-speednet")
+    cfg = make_config({"optimizer": "muon", "freeze_whiten_bias": 1.5, "epochs": 4})
+    opt = build_optimizer(net, cfg)
+    assert not any(g.get("whiten_bias") for g in opt.param_groups)
+    assert whiten_bias_freeze_step(cfg, 10) == 15
+    both = make_config({"freeze_whiten_bias": 3, "whiten_bias_epochs": 2, "epochs": 4})
+    assert whiten_bias_freeze_step(both, 10) == 20
+    assert whiten_bias_freeze_step(make_config({}), 10) == 0
+    with pytest.raises(ConfigError, match="--freeze-whiten-bias"):
+        cnnlab.train(model="simple-cnn", data="digits", epochs=1, freeze_whiten_bias=1,
+                     progress=False, out=str(tmp_path / "bad"))
+    out = tmp_path / "run"
+    cnnlab.train(preset="cifar10-speedrun", data="digits", channels=3, epochs=3, batch_size=128,
+                 freeze_whiten_bias=1, progressive=[], lookahead=False, tta="none",
+                 keep_snapshots=True, progress=False, out=str(out))
+    biases = [cnnlab.load_model(out, snapshot=e).whiten.bias for e in (1, 2, 3)]
+    assert biases[0].abs().sum() > 0
+    assert torch.equal(biases[0], biases[1]) and torch.equal(biases[1], biases[2])
+
+
 @pytest.mark.parametrize("bad", [{"tta": "mirror"}, {"progressive": [2]}, {"lr_start": 1.5},
                                  {"bias_lr_scale": 0}, {"eval_every": -1},
                                  {"lookahead_start": 1.0}, {"tta_fraction": 0},
-                                 {"tta_fraction": 1.5}, {"whiten_bias_epochs": -1}])
+                                 {"tta_fraction": 1.5}, {"whiten_bias_epochs": -1},
+                                 {"freeze_whiten_bias": -1}])
 def test_speedrun_options_are_validated(bad):
     with pytest.raises(ConfigError):
         make_config(bad)

@@ -104,6 +104,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--whiten-bias-epochs", type=float, metavar="E", help="cifar-speednet: train "
                    "the patch-whitening bias at the BN-shift lr, falling to 0 over E epochs, then "
                    "freeze it, which spares the first conv's input gradient (airbench94_muon: 3)")
+    o.add_argument("--freeze-whiten-bias", type=float, metavar="E", help="cifar-speednet: "
+                   "train the patch-whitening bias like the other biases, but freeze it after "
+                   "E epochs (late, when the lr is small): the rest of the steps skip the first "
+                   "layer's backward, ~8 %% of a step")
     o.add_argument("--muon-lr", type=float, help="--optimizer muon: the conv filters' lr, an "
                    "angle per step since their norm is held fixed (default 0.24)")
     o.add_argument("--muon-momentum", type=float, help="--optimizer muon: the filters' "

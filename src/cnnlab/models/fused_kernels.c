@@ -196,6 +196,20 @@ NOINLINE static void unpool_px_##SUF(const T *restrict dz, const T *restrict p, 
     }                                                                                        \
 }                                                                                            \
                                                                                              \
+/* inference: one output pixel of act(maxpool2(x) * scale + shift), nothing kept */         \
+NOINLINE static void evalpool_px_##SUF(const T *restrict a, const T *restrict b,             \
+                              const T *restrict c2, const T *restrict d, T *restrict y,      \
+                              const float *restrict scale, const float *restrict shift,      \
+                              int C, int relu) {                                             \
+    for (int c = 0; c < C; c++) {                                                            \
+        float m = LOAD(a[c]), vb = LOAD(b[c]), vc = LOAD(c2[c]), vd = LOAD(d[c]);            \
+        if (vb > m || vb != vb) m = vb;                                                      \
+        if (vc > m || vc != vc) m = vc;                                                      \
+        if (vd > m || vd != vd) m = vd;                                                      \
+        y[c] = STORE(act_fwd(m * scale[c] + shift[c], relu));                                \
+    }                                                                                        \
+}                                                                                            \
+                                                                                             \
 typedef struct { const T *x; T *p; uint8_t *idx; int H, W, C, Ho, Wo, pool; } pool_ctx_##SUF; \
                                                                                              \
 static void pool_row_##SUF(const void *vc, long r, float *rs) {                              \
@@ -226,6 +240,31 @@ void bn_act_fwd_##SUF(const T *p, T *y, const float *scale, const float *shift, 
                       int C, int relu) {                                                     \
     _Pragma("omp parallel for schedule(static)")                                             \
     for (long m = 0; m < M; m++) act_px_##SUF(p + m * C, y + m * C, scale, shift, C, relu);  \
+}                                                                                            \
+                                                                                             \
+/* Inference (BatchNorm with its running statistics folded into scale and shift): y =      \
+ * act(maxpool2(x) * scale + shift) in one pass if pool, else pass 2 alone. */              \
+void pool_act_eval_##SUF(const T *x, T *y, const float *scale, const float *shift, int N,    \
+                         int H, int W, int C, int pool, int relu) {                          \
+    if (!pool) {                                                                             \
+        bn_act_fwd_##SUF(x, y, scale, shift, (long)N * H * W, C, relu);                      \
+        return;                                                                              \
+    }                                                                                        \
+    int Ho = H / 2, Wo = W / 2;                                                              \
+    _Pragma("omp parallel for schedule(static)")                                             \
+    for (long r = 0; r < (long)N * Ho; r++) {                                                \
+        long n = r / Ho, i = r % Ho;                                                         \
+        for (int j = 0; j < Wo; j++) {                                                       \
+            const T *a = x + (((n * H + 2 * i) * W) + 2 * j) * (long)C;                      \
+            T *o = y + (r * Wo + j) * (long)C;                                               \
+            if (relu)                                                                        \
+                evalpool_px_##SUF(a, a + C, a + (long)W * C, a + (long)W * C + C, o, scale,  \
+                                  shift, C, 1);                                              \
+            else                                                                             \
+                evalpool_px_##SUF(a, a + C, a + (long)W * C, a + (long)W * C + C, o, scale,  \
+                                  shift, C, 0);                                              \
+        }                                                                                    \
+    }                                                                                        \
 }                                                                                            \
                                                                                              \
 typedef struct { const T *dy, *p; T *dz; const float *scale, *shift; long M; int C, relu; }   \
@@ -280,4 +319,4 @@ void bn_bwd_unpool_##SUF(const T *dz, const T *p, const uint8_t *idx, T *dx, con
 DEFINE_KERNELS(bf16, bf16, bf16_load, bf16_store)
 DEFINE_KERNELS(f32, float, f32_load, f32_store)
 
-int fused_abi_version(void) { return 1; }
+int fused_abi_version(void) { return 2; }

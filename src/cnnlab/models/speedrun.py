@@ -165,9 +165,10 @@ def _activation(name: str) -> nn.Module:
 class ConvGroup(nn.Sequential):
     """conv 3×3 → max-pool 2 → BN → act → conv 3×3 → BN → act: one resolution step.
 
-    ``fused``: in training, "max-pool → BN → act" and "BN → act" each run as one fused CPU
-    kernel (models/fused.py: ~2.2× faster than the eager layers, the same arithmetic up to
-    rounding) where it applies; the layers stay what the state dict, eval and hooks see.
+    ``fused``: "max-pool → BN → act" and "BN → act" each run as one fused CPU kernel
+    (models/fused.py: ~2.2× faster than the eager layers in training, the same arithmetic up
+    to rounding) where it applies, in training and in gradient-free evaluation; the layers
+    stay what the state dict and hooks see.
     """
 
     def __init__(self, cin: int, cout: int, act: str = "gelu", fast_conv: bool = True,
@@ -178,7 +179,7 @@ class ConvGroup(nn.Sequential):
         self.fused = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.fused or not self.training:
+        if not self.fused:
             return super().forward(x)
         conv1, pool, bn1, act1, conv2, bn2, act2 = self
         kind = act_kind(act1)

@@ -48,6 +48,8 @@ class TrainConfig:
     muon_momentum: float = 0.6  # ... and their momentum (Nesterov); SGD's for the rest
     whiten_bias_epochs: float = 0.0  # >0: patch-whitening bias at the BN-shift lr, falling to 0
     # over this many epochs, then frozen (airbench94_muon: 3); 0: an ordinary bias throughout
+    freeze_whiten_bias: float = 0.0  # >0: that bias keeps its ordinary lr, frozen after this
+    # many epochs (late, when the lr is small: the first layer's backward costs ~8 % of a step)
     lookahead: bool = False  # EMA weights copied back every 5 steps (airbench); see lookahead.py
     lookahead_start: float = 0.3  # ... from this fraction of the training steps on
     step_size: int = 10  # epochs between x gamma decays, for schedule=step
@@ -108,6 +110,7 @@ class TrainConfig:
             (self.muon_lr > 0, f"--muon-lr must be > 0, got {self.muon_lr}"),
             (0 <= self.muon_momentum < 1, "--muon-momentum must be in [0, 1)"),
             (self.whiten_bias_epochs >= 0, "--whiten-bias-epochs must be ≥ 0"),
+            (self.freeze_whiten_bias >= 0, "--freeze-whiten-bias must be ≥ 0"),
             (0 < self.tta_fraction <= 1, "--tta-fraction must be a share in (0, 1]"),
             (0 <= self.lookahead_start < 1, "--lookahead-start must be a fraction in [0, 1)"),
             (self.eval_every >= 0, "--eval-every must be ≥ 0 (0: evaluate after the last epoch)"),

@@ -34,7 +34,7 @@ from . import checkpoint as ckpt
 from . import distributed as dist_
 from .config import TrainConfig, make_config
 from .lookahead import Lookahead
-from .optim import build_optimizer, build_scheduler, whiten_bias, whiten_bias_steps
+from .optim import build_optimizer, build_scheduler, whiten_bias, whiten_bias_freeze_step
 from .progress import Progress, log
 
 # Flags that define the experiment: a resume must not change them.
@@ -43,7 +43,8 @@ FROZEN_ON_RESUME = ("model", "data", "epochs", "batch_size", "optimizer", "lr", 
                     "label_smoothing", "augment", "norm", "model_kwargs", "seed", "val_fraction",
                     "subset", "image_size", "channels", "adv", "adv_eps", "adv_steps",
                     "adv_step_size", "adv_eps_warmup", "preset", "lr_start", "lr_end",
-                    "bias_lr_scale", "lookahead", "lookahead_start", "progressive")
+                    "bias_lr_scale", "lookahead", "lookahead_start", "progressive",
+                    "whiten_bias_epochs", "freeze_whiten_bias")
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "eval_split", "eval_loss", "eval_acc",
                  "epoch_seconds", "images_per_s", "robust_acc"]
 
@@ -167,7 +168,9 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
     scheduler = build_scheduler(optimizer, cfg, len(loader))
     # the whitening bias stops at this step; frozen, it spares the first conv's input gradient
     # (under torchrun it only stays at lr 0: DDP fixes the set of trained parameters up front)
-    freeze_at = whiten_bias_steps(cfg, len(loader)) if not info.enabled else 0
+    freeze_at = whiten_bias_freeze_step(cfg, len(loader)) if not info.enabled else 0
+    if cfg.freeze_whiten_bias > 0:  # a model without one: the ConfigError now, not mid-run
+        whiten_bias(model, "--freeze-whiten-bias")
     # airbench updates every 5 steps of 1024 images: every ~5120 images at any batch size
     lookahead = (Lookahead(model, cfg.epochs * len(loader), start=cfg.lookahead_start,
                            every=max(1, round(5 * 1024 / cfg.batch_size)))

@@ -44,12 +44,12 @@ def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
     return groups
 
 
-def whiten_bias(model: nn.Module) -> nn.Parameter:
+def whiten_bias(model: nn.Module, option: str = "--whiten-bias-epochs") -> nn.Parameter:
     """The patch-whitening layer's bias (cifar-speednet), which ``whiten_bias_epochs`` trains
-    on its own schedule; a ConfigError for models without one."""
+    on its own schedule; a ConfigError naming ``option`` for models without one."""
     bias = getattr(getattr(model, "whiten", None), "bias", None)
     if not isinstance(bias, nn.Parameter):
-        raise ConfigError(f"--whiten-bias-epochs needs a model with a patch-whitening first "
+        raise ConfigError(f"{option} needs a model with a patch-whitening first "
                           f"layer (cifar-speednet); {type(model).__name__} has none")
     return bias
 
@@ -133,10 +133,22 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 
 def whiten_bias_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
-    """Optimizer steps during which the whitening bias trains (0: no separate schedule)."""
+    """Optimizer steps during which the whitening bias trains on its own schedule
+    (``whiten_bias_epochs``; 0: none)."""
     if cfg.whiten_bias_epochs <= 0:
         return 0
     return max(1, math.ceil(cfg.whiten_bias_epochs * steps_per_epoch))
+
+
+def whiten_bias_freeze_step(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """The step from which the whitening bias is frozen (0: never): the end of its own
+    schedule, or ``freeze_whiten_bias`` epochs, whichever comes first. Frozen, it is a
+    constant, so backprop stops at the first conv's filters (their input gradient and the
+    whitening GELU's backward are skipped)."""
+    stops = [whiten_bias_steps(cfg, steps_per_epoch)]
+    if cfg.freeze_whiten_bias > 0:
+        stops.append(max(1, math.ceil(cfg.freeze_whiten_bias * steps_per_epoch)))
+    return min((s for s in stops if s > 0), default=0)
 
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig,

@@ -96,9 +96,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
         "decay 0.0024 in cnnlab's mean-loss units), the lr falling linearly from its peak to "
         "zero; look-ahead EMA from 30 % of the steps. (2) Batch 500: on 2 cores batch 128-512 "
         "train at the same images/s and 1024 ~15 % slower, and more steps learn more per epoch. "
-        "(3) 7 epochs, the first three at 24x24 (antialiased, ~1.9x faster per epoch than "
-        "32x32; 5 at 24 px in 8 epochs, or 2 at 20/24 px before 5 at 32, scored no better for "
-        "seed 0). (4) Not airbench94_muon's whitening-bias schedule (--whiten-bias-epochs 3: the "
+        "(3) 7 epochs, the first two at 24x24 and the third at 28x28 (antialiased; 24 px is "
+        "~1.5x, 28 px ~1.15x faster per epoch than 32x32; 5 at 24 px in 8 epochs, or 2 at "
+        "20/24 px before 5 at 32, scored no better for seed 0; see (8) for 24 against 28 px "
+        "in the third). (4) Not airbench94_muon's whitening-bias schedule "
+        "(--whiten-bias-epochs 3: the "
         "BN shifts' lr falling to zero over 3 epochs, then frozen): here it cost 0.3 points "
         "(89.79 % against 90.11 %, 3 seeds each) and saved no measurable time. (5) 6-view "
         "test-time augmentation (mirror x shift 0/+-1 px) only for the quarter of "
@@ -111,16 +113,17 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
         "1000 (lr 0.83, Muon lr 0.17) scored 90.27 % and the fourth epoch at 28 px 90.30 %, "
         "against 90.49 % for these values. (7) The net trains with FastConv3x3 and the fused "
         "pool-BN-GELU kernels (models/fused.py); the reference does not. (8) The whitening "
-        "bias trains as an ordinary bias for the three 24-px epochs, then is frozen "
+        "bias trains as an ordinary bias for the three low-resolution epochs, then is frozen "
         "(--freeze-whiten-bias 3), so the 32-px steps skip the first layer's backward (~8 % of "
-        "a step): seeds 3-5 on an AMX Xeon scored 90.58 / 90.48 / 90.19 % against 90.59 / "
-        "90.34 / 90.08 % without (frozen after epoch 4: 90.55 / 90.29 / 90.16; never trained: "
-        "90.14 / 90.37 / 90.23; epoch 3 at 28 px too: 90.50 % mean, but ~7 s slower). See "
-        "benchmarks/RESULTS.md for where it stands.",
+        "a step). Seeds 3-5 on an AMX Xeon, all with the third epoch at 24 px: 90.58 / 90.48 / "
+        "90.19 % against 90.59 / 90.34 / 90.08 % without freezing (frozen after epoch 4: "
+        "90.55 / 90.29 / 90.16; never trained: 90.14 / 90.37 / 90.23); with the third epoch "
+        "at 28 px as here: 90.58 / 90.63 / 90.29 %, ~7 s more, which the freeze and the fused "
+        "evaluation had saved. See benchmarks/RESULTS.md for where it stands.",
         # what differs from the reference, and nothing else
         {**AIRBENCH94, "epochs": 7, "batch_size": 500, "optimizer": "muon", "muon_lr": 0.12,
          "muon_momentum": 0.6, "lr": 0.415, "weight_decay": 0.0024, "warmup_epochs": 0.0,
-         "lr_start": 1.0, "lr_end": 0.0, "progressive": [24, 24, 24], "tta_fraction": 0.25,
+         "lr_start": 1.0, "lr_end": 0.0, "progressive": [24, 24, 28], "tta_fraction": 0.25,
          "freeze_whiten_bias": 3.0},
     ),
 ]}

@@ -55,6 +55,22 @@ def test_two_processes_match_one_process(tmp_path):
     assert reported == pytest.approx(alone, abs=0.003)  # at most one image of ~360
 
 
+@pytest.mark.slow
+def test_whitening_bias_freezes_under_torchrun_too(tmp_path):
+    """DDP fixes the trained parameters up front, so a frozen whitening bias has its gradient
+    dropped instead: after the freeze epoch it does not move, as in one process."""
+    args = ["train", "--preset", "cifar10-speedrun", "--data", "digits", "--channels", "3",
+            "--epochs", "2", "--batch-size", "128", "--freeze-whiten-bias", "1",
+            "--progressive", "", "--no-lookahead", "--tta", "none", "--keep-snapshots",
+            "--precision", "fp32", "--no-progress", "--out", str(tmp_path / "run")]
+    proc = subprocess.run(_torchrun(2, *args), env=_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    first = cnnlab.load_model(tmp_path / "run", snapshot=1).whiten.bias
+    last = cnnlab.load_model(tmp_path / "run").whiten.bias
+    assert first.abs().sum() > 0 and torch.equal(first, last)
+
+
 @pytest.mark.parametrize("world", [2, 3])
 @pytest.mark.parametrize("n", [0, 1, 2, 5, 10000])
 def test_rank_shares_cover_every_row_once_in_order(n, world):

@@ -167,8 +167,10 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
     optimizer = build_optimizer(model, cfg, precision)
     scheduler = build_scheduler(optimizer, cfg, len(loader))
     # the whitening bias stops at this step; frozen, it spares the first conv's input gradient
-    # (under torchrun it only stays at lr 0: DDP fixes the set of trained parameters up front)
-    freeze_at = whiten_bias_freeze_step(cfg, len(loader)) if not info.enabled else 0
+    # (under torchrun DDP fixes the set of trained parameters up front, so there its gradient
+    # is dropped before every optimizer step instead: the same weights, no time saved)
+    freeze_at = whiten_bias_freeze_step(cfg, len(loader))
+    held = None  # under torchrun: the frozen bias whose gradient is dropped
     if cfg.freeze_whiten_bias > 0:  # a model without one: the ConfigError now, not mid-run
         whiten_bias(model, "--freeze-whiten-bias")
     # airbench updates every 5 steps of 1024 images: every ~5120 images at any batch size
@@ -214,7 +216,10 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
         size = cfg.progressive[epoch] if epoch < len(cfg.progressive) else None
         for step, (x, y) in enumerate(loader):
             if freeze_at and epoch * len(loader) + step >= freeze_at:
-                whiten_bias(model).requires_grad_(False)
+                if info.enabled:
+                    held = whiten_bias(model)
+                else:
+                    whiten_bias(model).requires_grad_(False)
                 freeze_at = 0
             if size is not None and tuple(x.shape[2:]) != (size, size):
                 x = _resize(x, size, cfg.channels_last)
@@ -234,6 +239,8 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
                     f"(lr {lr:.4g}); lower --lr, add warm-up, or check the data for bad values")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if held is not None:
+                held.grad = None  # the optimizer skips a parameter without a gradient
             optimizer.step()
             if binary:  # BNN: latent weights stay in [-1, 1], where the STE passes gradient
                 enforce_binary_constraints(model)

@@ -141,6 +141,17 @@ def _nhwc(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last)
 
 
+def _fold_bn(mean: torch.Tensor, rstd: torch.Tensor, weight: torch.Tensor | None,
+             bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """BatchNorm as one ``scale`` and ``shift`` per channel (``y = x·scale + shift``), worked
+    out in float64 from the statistics the mode uses (batch or running); returns the weight
+    factor too (float64; ones without an affine weight)."""
+    wt = weight.detach().double() if weight is not None else torch.ones_like(mean)
+    scale = (wt * rstd).float()
+    shift = (bias.detach().double() - mean * wt * rstd).float()
+    return wt, scale, shift
+
+
 class _PoolBNAct(torch.autograd.Function):
     """y = act(BN(maxpool2(x))) with batch statistics; see the module docstring."""
 
@@ -163,9 +174,8 @@ class _PoolBNAct(torch.autograd.Function):
         mean = stats[:c] / count
         var = (stats[c:] / count - mean * mean).clamp_min(0.0)
         rstd = (var + eps).rsqrt()
-        wt = weight.detach().double() if weight is not None else torch.ones_like(mean)
-        scale = (wt * rstd).float()  # also BatchNorm's dz coefficient in the backward
-        shift = (bias.detach().double() - mean * wt * rstd).float()
+        # scale is also BatchNorm's dz coefficient in the backward
+        wt, scale, shift = _fold_bn(mean, rstd, weight, bias)
         y = torch.empty((n, c, ho, wo), dtype=x.dtype, memory_format=torch.channels_last)
         getattr(lib, f"bn_act_fwd_{suf}")(_ptr(p), _ptr(y), _ptr(scale), _ptr(shift),
                                           count, c, int(relu))
@@ -258,10 +268,8 @@ def _pool_bn_act_eval(x: torch.Tensor, bn: nn.BatchNorm2d, act: str, pool: bool)
     """Inference: BN's running statistics folded into one scale and shift per channel, then
     ``act(max_pool2d(x) · scale + shift)`` in a single pass over ``x``."""
     rstd = (bn.running_var.double() + bn.eps).rsqrt()
-    wt = bn.weight.detach().double() if bn.affine else torch.ones_like(rstd)
-    b = bn.bias.detach().double() if bn.affine else torch.zeros_like(rstd)
-    scale = (wt * rstd).float()
-    shift = (b - bn.running_mean.double() * wt * rstd).float()
+    _, scale, shift = _fold_bn(bn.running_mean.double(), rstd, bn.weight if bn.affine else None,
+                               bn.bias if bn.affine else torch.zeros_like(bn.running_mean))
     n, c, h, w = x.shape
     ho, wo = (h // 2, w // 2) if pool else (h, w)
     y = torch.empty((n, c, ho, wo), dtype=x.dtype, memory_format=torch.channels_last)

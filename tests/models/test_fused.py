@@ -253,6 +253,34 @@ def test_build_goes_to_the_cache_once(monkeypatch, tmp_path):
     assert built[0].stat().st_mtime_ns == stamp
 
 
+@needs_cc
+@pytest.mark.skipif(fused.platform.machine() != "x86_64", reason="x86-64 builds only")
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-5), (torch.bfloat16, 2e-2)])
+def test_the_avx2_build_a_zen3_gets_computes_the_same(monkeypatch, tmp_path, dtype, tol):
+    """CNNLAB_MARCH=x86-64-v3 (AVX2, no AVX-512: what -march=native is on a Zen 3) builds its
+    own library beside the native one, and training and eval passes match float64 as well."""
+    monkeypatch.setattr(fused, "_state", {})
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path))
+    monkeypatch.setenv("CNNLAB_MARCH", "x86-64-v3")
+    assert "-march=x86-64-v3" in fused._cflags()
+    assert kernels() is not None, fused.unavailable_reason()
+    assert len(list((tmp_path / "kernels").iterdir())) == 1
+    bn, ref = _pair(40)
+    x = torch.randn(3, 40, 7, 9).to(dtype).contiguous(memory_format=CL).requires_grad_()
+    x_ref = x.detach().double().requires_grad_()
+    y, y_ref = pool_bn_act(x, bn, "gelu", True), _eager(x_ref, ref, "gelu", True)
+    g = torch.randn(y_ref.shape, dtype=torch.float64)
+    y.backward(g.to(dtype))
+    y_ref.backward(g)
+    assert _rel(y, y_ref) < tol and _rel(x.grad, x_ref.grad) < tol
+    assert _rel(bn.weight.grad, ref.weight.grad) < tol
+    bn.eval()
+    ref.eval()
+    with torch.no_grad():
+        assert _rel(pool_bn_act(x.detach(), bn, "gelu", True),
+                    _eager(x_ref.detach(), ref, "gelu", True)) < tol
+
+
 def test_profile_says_the_fused_blocks_are_timed_as_eager_layers():
     """`cnnlab profile --train` hooks every layer (so the fused path steps aside): it says so
     and times the unhooked step too; forward-only profiles and other nets carry no note."""

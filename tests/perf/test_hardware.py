@@ -12,6 +12,8 @@ from cnnlab.perf import hardware
 def fake_cpu(monkeypatch, tmp_path):
     """A CPU with a chosen name, flags and bf16 speed; the probe cache in a temp folder."""
     monkeypatch.setenv("CNNLAB_DATA", str(tmp_path))
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+        monkeypatch.delenv(name, raising=False)  # the real CPU, even in an emulated test run
     hardware.bf16_speedup.cache_clear()
     state = {"name": "Intel(R) Xeon(R) Processor", "flags": {"avx512f", "avx512_bf16"},
              "native": True, "probe_calls": 0, "speedup": 1.0}
@@ -68,3 +70,37 @@ def test_bf16_without_native_support_warns_and_bad_names_fail(fake_cpu):
     assert hardware.choose_precision("fp32") == "fp32"
     with pytest.raises(ConfigError, match="unknown precision 'fp16'"):
         hardware.choose_precision("fp16")
+
+
+def test_an_isa_cap_is_recorded_and_never_reuses_the_uncapped_probe(monkeypatch, tmp_path):
+    """ONEDNN_MAX_CPU_ISA=AVX2 + ATEN_CPU_CAPABILITY=avx2 make an AVX-512 CPU run Zen 3's
+    kernels: no native bf16 then (auto = fp32, no probe), the CPU kind says it is capped, and
+    a capped probe (e.g. AVX512_CORE_BF16 without AMX) gets its own cache entry."""
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path))
+    monkeypatch.setattr(hardware.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hardware.torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_model_name", lambda: "Intel(R) Xeon(R) Processor")
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+        monkeypatch.delenv(name, raising=False)
+    assert hardware.isa_cap() == "" and hardware.native_bf16()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert not hardware.native_bf16()
+    assert hardware.choose_precision("auto") == "fp32"
+    info = hardware.machine_info()
+    assert info["isa_cap"] == "ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2"
+    assert info["cpu_kind"] == ("Intel(R) Xeon(R) Processor capped "
+                                "(ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2)")
+    assert not info["native_bf16"]
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    assert hardware.native_bf16()
+    monkeypatch.setattr(hardware, "_time_conv_step", lambda bf16: 1.6 if bf16 else 1.0)
+    hardware.bf16_speedup.cache_clear()
+    try:
+        assert hardware.choose_precision("auto") == "fp32"
+    finally:
+        hardware.bf16_speedup.cache_clear()
+    (key,) = json.loads((tmp_path / "bf16-probe.json").read_text())
+    assert key.endswith("|ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16")

@@ -6,6 +6,11 @@ run ~10× *slower* than fp32. Xeons differ too: one with AVX-512 BF16 but no AMX
 convolutions no faster than fp32, one with AMX ran the probe's 2.6–2.9× faster. So ``auto`` =
 bf16 only where the hardware has native bf16 *and* a one-off probe (cached per CPU model, AMX
 flag, torch version and threads) shows bf16 training convolutions beating fp32.
+
+An instruction-set cap (``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2``) makes an
+AVX-512 machine run the AVX2 kernels a Zen 3 runs: bf16 convolutions then measured 7× slower
+than fp32 on the AMX Xeon, as on Zen 3. The cap is part of the probe's cache key and of the
+recorded CPU kind, so a capped run never reuses the uncapped answer or passes for the real CPU.
 """
 
 from __future__ import annotations
@@ -53,10 +58,29 @@ def has_amx_bf16() -> bool:
     return "amx_bf16" in cpu_flags()
 
 
+# oneDNN ISA names below AVX512_CORE_BF16: capped there, its bf16 kernels are emulated (slow)
+_NO_BF16_ISAS = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
+def isa_cap() -> str:
+    """The instruction-set caps set in the environment (oneDNN's and ATen's), '' when none."""
+    names = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+    return ", ".join(f"{n}={os.environ[n]}" for n in names if os.environ.get(n))
+
+
+def _capped_below_bf16() -> bool:
+    onednn = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "")
+    aten = os.environ.get("ATEN_CPU_CAPABILITY", "")
+    return onednn.upper() in _NO_BF16_ISAS or aten.lower() in ("default", "avx2")
+
+
 def native_bf16() -> bool:
-    """True where bf16 arithmetic is native: a CUDA GPU with bf16, or AVX-512 BF16 on the CPU."""
+    """True where bf16 arithmetic is native: a CUDA GPU with bf16, or AVX-512 BF16 on the CPU
+    (and no instruction-set cap below it in the environment)."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
+    if _capped_below_bf16():
+        return False
     try:
         return bool(torch.cpu._is_avx512_bf16_supported())
     except AttributeError:
@@ -69,6 +93,9 @@ def cpu_kind() -> str:
     bf16 = native_bf16()
     if "AMD" in name:
         return "zen5 (avx512-bf16)" if bf16 else "zen3 (avx2)"
+    cap = isa_cap()
+    if cap:  # an emulated kind: say so, or it would pass for the real CPU
+        return f"{name} capped ({cap})"
     amx = " + amx" if has_amx_bf16() else ""
     return f"{name} ({'avx512-bf16' if bf16 else 'no native bf16'}{amx})"
 
@@ -80,6 +107,7 @@ def machine_info() -> dict:
         "cpu_kind": cpu_kind(),
         "native_bf16": native_bf16(),
         "amx_bf16": has_amx_bf16(),
+        "isa_cap": isa_cap(),
         "threads": torch.get_num_threads(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
@@ -113,7 +141,7 @@ def bf16_speedup() -> float:
     """fp32 time / bf16 time of a conv training step on this CPU (cached on disk)."""
     # the model name alone is generic on virtual machines: the AMX flag tells two Xeons apart
     key = (f"{cpu_model_name()}|amx={has_amx_bf16()}|{torch.__version__}|"
-           f"{torch.get_num_threads()}")
+           f"{torch.get_num_threads()}" + (f"|{isa_cap()}" if isa_cap() else ""))
     path = _probe_file()
     try:
         cached = json.loads(path.read_text())

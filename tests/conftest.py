@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from cnnlab.perf.hardware import separate_compile_cache
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# a suite run under an instruction-set cap (Zen 3 emulation, README "Measured") compiles into a
+# cache of its own: torch's compile cache does not key on the cap (perf/hardware.py)
+separate_compile_cache()
 
 
 @pytest.fixture(autouse=True)

@@ -96,6 +96,11 @@ def test_an_isa_cap_is_recorded_and_never_reuses_the_uncapped_probe(monkeypatch,
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
     monkeypatch.delenv("ATEN_CPU_CAPABILITY")
     assert hardware.native_bf16()
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx512_bf16", "amx_bf16"})
+    assert not hardware.has_amx_bf16()  # capped below AMX: no tiles, whatever the flags say
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert hardware.has_amx_bf16()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
     monkeypatch.setattr(hardware, "_time_conv_step", lambda bf16: 1.6 if bf16 else 1.0)
     hardware.bf16_speedup.cache_clear()
     try:
@@ -104,3 +109,23 @@ def test_an_isa_cap_is_recorded_and_never_reuses_the_uncapped_probe(monkeypatch,
         hardware.bf16_speedup.cache_clear()
     (key,) = json.loads((tmp_path / "bf16-probe.json").read_text())
     assert key.endswith("|ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16")
+
+
+def test_a_capped_run_compiles_into_a_cache_of_its_own(monkeypatch, tmp_path):
+    """torch's compile cache does not key on ATEN_CPU_CAPABILITY (a graph cached uncapped gave
+    garbage logits under the cap): a capped process gets its own folder, an explicit one wins."""
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY",
+                 "TORCHINDUCTOR_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    assert hardware.separate_compile_cache() is None
+    assert "TORCHINDUCTOR_CACHE_DIR" not in hardware.os.environ
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    avx2 = hardware.separate_compile_cache()
+    assert avx2 and "_isa-" in avx2 and hardware.os.environ["TORCHINDUCTOR_CACHE_DIR"] == avx2
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    both = hardware.separate_compile_cache()
+    assert both and both != avx2  # another cap, another folder
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    assert hardware.separate_compile_cache() is None
+    assert hardware.os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import CnnlabError
+from ..perf.hardware import separate_compile_cache
 from ..perf.memory import tune_allocator
 
 # One module per command group; each defines register(subparsers).
@@ -109,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     debug = args.debug or os.environ.get("CNNLAB_DEBUG") == "1"
     tune_allocator()  # every command runs tensors: reuse freed memory (perf/memory.py)
+    separate_compile_cache()  # an ISA-capped run (Zen 3 emulation) must not share Inductor's
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
         code = args.func(args)

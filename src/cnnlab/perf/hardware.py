@@ -15,9 +15,12 @@ recorded CPU kind, so a capped run never reuses the uncapped answer or passes fo
 
 from __future__ import annotations
 
+import getpass
+import hashlib
 import json
 import os
 import platform
+import tempfile
 import time
 import warnings
 from functools import lru_cache
@@ -55,6 +58,9 @@ def has_amx_bf16() -> bool:
     AVX-512-BF16 CPU without AMX ran them no faster than fp32. Both report the same generic
     model name ("Intel(R) Xeon(R) Processor") on our virtual machines, so the flag must be
     recorded beside every figure."""
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
+    if onednn and "AMX" not in onednn.upper() and onednn.upper() != "ALL":
+        return False  # capped below AMX: oneDNN will not use the tiles (Zen emulation)
     return "amx_bf16" in cpu_flags()
 
 
@@ -66,6 +72,26 @@ def isa_cap() -> str:
     """The instruction-set caps set in the environment (oneDNN's and ATen's), '' when none."""
     names = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
     return ", ".join(f"{n}={os.environ[n]}" for n in names if os.environ.get(n))
+
+
+def separate_compile_cache() -> str | None:
+    """Under an instruction-set cap, give Inductor (torch.compile) an on-disk cache of its own
+    and return its path (None when uncapped or TORCHINDUCTOR_CACHE_DIR is set already).
+
+    Why: torch 2.13's compile cache leaves ATEN_CPU_CAPABILITY out of its key. A graph cached
+    by an uncapped run and loaded under ``ATEN_CPU_CAPABILITY=avx2`` returned logits of ~1e33;
+    the reverse aborted the process ("double free or corruption")."""
+    cap = isa_cap()
+    if not cap or os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        return None
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid()) if hasattr(os, "getuid") else "user"
+    tag = hashlib.sha256(cap.encode()).hexdigest()[:10]
+    path = Path(tempfile.gettempdir()) / f"torchinductor_{user}_isa-{tag}"
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
+    return str(path)
 
 
 def _capped_below_bf16() -> bool:

@@ -33,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cnnlab.models import create_model, list_models  # noqa: E402
-from cnnlab.perf.hardware import choose_precision  # noqa: E402
+from cnnlab.perf.hardware import choose_precision, native_bf16  # noqa: E402
 from common import add_tag_argument, save_result, tagged, write_results_md  # noqa: E402
 
 NETS = [("CIFAR speed-run net (cifar-speednet)", "cifar-speednet", {}, (3, 32, 32), 500),
@@ -110,7 +110,7 @@ def main() -> None:
     args = parser.parse_args()
     steps = 1 if args.smoke else args.steps
     peak = {"fp32": matmul_peak(torch.float32, (256,) if args.smoke else (2048, 4096))}
-    if torch.cpu._is_avx512_bf16_supported():
+    if native_bf16():  # not under an ISA cap: an emulated bf16 4096² matmul takes minutes
         peak["bf16"] = matmul_peak(torch.bfloat16, (256,) if args.smoke else (2048, 4096))
     precision = choose_precision("auto")
     name_ = tagged("efficiency", args.tag)

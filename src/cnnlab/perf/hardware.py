@@ -15,12 +15,10 @@ recorded CPU kind, so a capped run never reuses the uncapped answer or passes fo
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
 import os
 import platform
-import tempfile
 import time
 import warnings
 from functools import lru_cache
@@ -58,14 +56,20 @@ def has_amx_bf16() -> bool:
     AVX-512-BF16 CPU without AMX ran them no faster than fp32. Both report the same generic
     model name ("Intel(R) Xeon(R) Processor") on our virtual machines, so the flag must be
     recorded beside every figure."""
-    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
-    if onednn and "AMX" not in onednn.upper() and onednn.upper() != "ALL":
+    onednn = _onednn_cap()
+    if onednn and "AMX" not in onednn and onednn != "ALL":
         return False  # capped below AMX: oneDNN will not use the tiles (Zen emulation)
     return "amx_bf16" in cpu_flags()
 
 
 # oneDNN ISA names below AVX512_CORE_BF16: capped there, its bf16 kernels are emulated (slow)
 _NO_BF16_ISAS = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
+def _onednn_cap() -> str:
+    """oneDNN's ISA cap from the environment (either of its two names), upper-case; '' if none."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
+    return cap.upper()
 
 
 def isa_cap() -> str:
@@ -79,25 +83,21 @@ def separate_compile_cache() -> str | None:
     and return its path (None when uncapped or TORCHINDUCTOR_CACHE_DIR is set already).
 
     Why: torch 2.13's compile cache leaves ATEN_CPU_CAPABILITY out of its key. A graph cached
-    by an uncapped run and loaded under ``ATEN_CPU_CAPABILITY=avx2`` returned logits of ~1e33;
-    the reverse aborted the process ("double free or corruption")."""
+    by an uncapped run and loaded under ``ATEN_CPU_CAPABILITY=avx2`` returned logits off by
+    1e9-1e33; the reverse aborted the process ("double free or corruption")."""
     cap = isa_cap()
     if not cap or os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
         return None
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid()) if hasattr(os, "getuid") else "user"
-    tag = hashlib.sha256(cap.encode()).hexdigest()[:10]
-    path = Path(tempfile.gettempdir()) / f"torchinductor_{user}_isa-{tag}"
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
-    return str(path)
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir  # only when capped
+
+    path = f"{default_cache_dir()}_isa-{hashlib.sha256(cap.encode()).hexdigest()[:10]}"
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = path
+    return path
 
 
 def _capped_below_bf16() -> bool:
-    onednn = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "")
     aten = os.environ.get("ATEN_CPU_CAPABILITY", "")
-    return onednn.upper() in _NO_BF16_ISAS or aten.lower() in ("default", "avx2")
+    return _onednn_cap() in _NO_BF16_ISAS or aten.lower() in ("default", "avx2")
 
 
 def native_bf16() -> bool:
@@ -166,8 +166,9 @@ def _time_conv_step(dtype_bf16: bool) -> float:
 def bf16_speedup() -> float:
     """fp32 time / bf16 time of a conv training step on this CPU (cached on disk)."""
     # the model name alone is generic on virtual machines: the AMX flag tells two Xeons apart
+    cap = isa_cap()
     key = (f"{cpu_model_name()}|amx={has_amx_bf16()}|{torch.__version__}|"
-           f"{torch.get_num_threads()}" + (f"|{isa_cap()}" if isa_cap() else ""))
+           f"{torch.get_num_threads()}" + (f"|{cap}" if cap else ""))
     path = _probe_file()
     try:
         cached = json.loads(path.read_text())

@@ -8,7 +8,9 @@ of the machine's matmul peak, measured in one run.
 For each net: FLOPs of one training step (forward + backward at the batch size) counted with
 ``FlopCounterMode``; the wall time of ``--steps`` optimizer steps after warm-up (median of
 three repeats), on in-memory batches — so the figure is the training step itself, as the issue
-defines it. cnnlab's way (channels-last, the precision ``--precision auto`` picks on this CPU) is
+defines it. The FLOPs are the net's direct convolutions' even where cnnlab computes a layer in
+Winograd's F(4×4, 3×3) (fp32, models/winograd.py, which steps aside under FlopCounterMode): an
+"effective" GFLOP/s, as Winograd papers quote it — the work the net defines, per second. cnnlab's way (channels-last, the precision ``--precision auto`` picks on this CPU) is
 measured next to the plain baseline (NCHW, fp32, eager) in the same run. The matmul peak is the
 best of fp32 (and bf16 where native) 2048²/4096² matmuls, the GUIDE's §5 reference kernel.
 

@@ -12,7 +12,8 @@ from cnnlab.perf import hardware
 def fake_cpu(monkeypatch, tmp_path):
     """A CPU with a chosen name, flags and bf16 speed; the probe cache in a temp folder."""
     monkeypatch.setenv("CNNLAB_DATA", str(tmp_path))
-    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY",
+                 "MKL_ENABLE_INSTRUCTIONS"):
         monkeypatch.delenv(name, raising=False)  # the real CPU, even in an emulated test run
     hardware.bf16_speedup.cache_clear()
     state = {"name": "Intel(R) Xeon(R) Processor", "flags": {"avx512f", "avx512_bf16"},
@@ -80,7 +81,8 @@ def test_an_isa_cap_is_recorded_and_never_reuses_the_uncapped_probe(monkeypatch,
     monkeypatch.setattr(hardware.torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(hardware.torch.cpu, "_is_avx512_bf16_supported", lambda: True)
     monkeypatch.setattr(hardware, "cpu_model_name", lambda: "Intel(R) Xeon(R) Processor")
-    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY",
+                 "MKL_ENABLE_INSTRUCTIONS"):
         monkeypatch.delenv(name, raising=False)
     assert hardware.isa_cap() == "" and hardware.native_bf16()
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
@@ -92,6 +94,9 @@ def test_an_isa_cap_is_recorded_and_never_reuses_the_uncapped_probe(monkeypatch,
     assert info["cpu_kind"] == ("Intel(R) Xeon(R) Processor capped "
                                 "(ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2)")
     assert not info["native_bf16"]
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")  # MKL runs fp32 mm/bmm: capped too
+    assert hardware.isa_cap().endswith(", MKL_ENABLE_INSTRUCTIONS=AVX2")
+    monkeypatch.delenv("MKL_ENABLE_INSTRUCTIONS")
 
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
     monkeypatch.delenv("ATEN_CPU_CAPABILITY")
@@ -115,7 +120,7 @@ def test_a_capped_run_compiles_into_a_cache_of_its_own(monkeypatch, tmp_path):
     """torch's compile cache does not key on ATEN_CPU_CAPABILITY (a graph cached uncapped gave
     garbage logits under the cap): a capped process gets its own folder, an explicit one wins."""
     for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY",
-                 "TORCHINDUCTOR_CACHE_DIR"):
+                 "MKL_ENABLE_INSTRUCTIONS", "TORCHINDUCTOR_CACHE_DIR"):
         monkeypatch.delenv(name, raising=False)
     assert hardware.separate_compile_cache() is None
     assert "TORCHINDUCTOR_CACHE_DIR" not in hardware.os.environ

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..perf.hardware import has_amx_bf16
+from .winograd import use_winograd, winograd_conv3x3
 
 MAX_PIXELS = 49  # maps of up to 7×7: the GEMM won from 7×7 down (8×8 and up: not measured)
 MIN_IN_CHANNELS = 128  # 64-channel inputs: oneDNN's kernel won (33 against 47 ms)
@@ -93,8 +94,9 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 class FastConv3x3(nn.Conv2d):
-    """``nn.Conv2d(cin, cout, 3, padding=1, bias=False)`` that trains faster in bf16 on small
-    maps (see the module docstring for when, and why). Same parameters, same state dict."""
+    """``nn.Conv2d(cin, cout, 3, padding=1, bias=False)`` that trains faster: in bf16 on small
+    maps (see the module docstring for when, and why), and in fp32 through Winograd's
+    F(4×4, 3×3) where that wins (models/winograd.py). Same parameters, same state dict."""
 
     use_gemm_wgrad: bool | None = None  # None: decide from the CPU (AMX) on first use
     profile_type = "Conv2d"  # `cnnlab profile` groups it with the convolutions it is
@@ -113,6 +115,8 @@ class FastConv3x3(nn.Conv2d):
         return FastConv3x3.use_gemm_wgrad
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if use_winograd(x, self.in_channels, self.out_channels):
+            return winograd_conv3x3(x, self.weight)
         if not self._gemm_path(x):
             return super().forward(x)
         with torch.autocast("cpu", enabled=False):  # cast as autocast would, then run ours

@@ -63,13 +63,13 @@ def _cache_dir() -> Path:
     return Path(root) / "kernels"
 
 
-def _build(cc: str, out: Path) -> None:
+def _build(cc: str, out: Path, source: Path = SOURCE) -> None:
     """Compile to a temporary file beside ``out``, then rename: never a half-written library."""
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
     try:
-        cmd = [cc, *_cflags(), "-o", tmp, str(SOURCE)]
+        cmd = [cc, *_cflags(), "-o", tmp, str(source)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip()[:500]}")
@@ -92,6 +92,29 @@ def _declare(lib: ctypes.CDLL) -> None:
             getattr(lib, f"{name}_{suf}").restype = None
 
 
+def load_library(source: Path, stem: str, abi_version: int) -> ctypes.CDLL:
+    """Compile ``source`` for this CPU into the kernel cache (once: the file name is a hash of
+    the source, the CPU, the compiler and its flags) and load it; its ``<stem>_abi_version()``
+    must return ``abi_version``. Raises OSError/RuntimeError/SubprocessError when it cannot."""
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        raise RuntimeError(f"the C kernels are built for Linux x86-64, not {platform.system()} "
+                           f"{platform.machine()}")
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise RuntimeError("no C compiler (cc/gcc) on PATH")
+    # what -march=native depends on: the CPU's model name and flags
+    cpu = cpu_model_name() + " ".join(sorted(cpu_flags()))
+    key = hashlib.sha256(source.read_bytes() + cpu.encode() + cc.encode()
+                         + " ".join(_cflags()).encode()).hexdigest()[:16]
+    path = _cache_dir() / f"{stem}-{key}.so"
+    if not path.exists():
+        _build(cc, path, source)
+    lib = ctypes.CDLL(str(path))
+    if getattr(lib, f"{stem}_abi_version")() != abi_version:
+        raise RuntimeError("stale kernel library")
+    return lib
+
+
 def kernels() -> ctypes.CDLL | None:
     """The compiled kernels, or None (and :func:`unavailable_reason` says why)."""
     if "lib" in _state:
@@ -102,28 +125,12 @@ def kernels() -> ctypes.CDLL | None:
         lib, error = None, ""
         if os.environ.get("CNNLAB_FUSED", "1") == "0":
             error = "CNNLAB_FUSED=0"
-        elif platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
-            error = f"fused kernels are built for Linux x86-64, not {platform.system()} " \
-                    f"{platform.machine()}"
         else:
-            cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-            if not cc:
-                error = "no C compiler (cc/gcc) on PATH"
-            else:
-                # what -march=native depends on: the CPU's model name and flags
-                cpu = cpu_model_name() + " ".join(sorted(cpu_flags()))
-                key = hashlib.sha256(SOURCE.read_bytes() + cpu.encode() + cc.encode()
-                                     + " ".join(_cflags()).encode()).hexdigest()[:16]
-                path = _cache_dir() / f"fused-{key}.so"
-                try:
-                    if not path.exists():
-                        _build(cc, path)
-                    lib = ctypes.CDLL(str(path))
-                    if lib.fused_abi_version() != ABI_VERSION:
-                        raise RuntimeError("stale kernel library")
-                    _declare(lib)
-                except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-                    lib, error = None, str(exc)
+            try:
+                lib = load_library(SOURCE, "fused", ABI_VERSION)
+                _declare(lib)
+            except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+                lib, error = None, str(exc)
             if lib is None:  # once per process: the run is correct, only slower
                 warnings.warn(f"cnnlab: fused pool/BN/act kernels unavailable ({error}); "
                               f"training runs the eager layers (~12 % slower steps for "
@@ -234,7 +241,7 @@ def can_fuse(x: torch.Tensor, bn: nn.Module, pool: bool, *modules: nn.Module) ->
     eager layers). Never inside torch.compile/export tracing: the graph compiler fuses
     these layers itself, and a ctypes call cannot be traced."""
     if (not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None
-            or torch.compiler.is_compiling()):
+            or torch.compiler.is_compiling() or torch.jit.is_tracing()):
         return False
     if bn.training:
         mode_ok = bn.track_running_stats and bn.momentum is not None

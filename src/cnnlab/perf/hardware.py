@@ -73,8 +73,10 @@ def _onednn_cap() -> str:
 
 
 def isa_cap() -> str:
-    """The instruction-set caps set in the environment (oneDNN's and ATen's), '' when none."""
-    names = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+    """The instruction-set caps set in the environment (oneDNN's, ATen's and MKL's — the
+    GEMMs of ``torch.mm``/``bmm`` in fp32 are MKL's), '' when none."""
+    names = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY",
+             "MKL_ENABLE_INSTRUCTIONS")
     return ", ".join(f"{n}={os.environ[n]}" for n in names if os.environ.get(n))
 
 

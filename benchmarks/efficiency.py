@@ -10,9 +10,12 @@ For each net: FLOPs of one training step (forward + backward at the batch size) 
 three repeats), on in-memory batches — so the figure is the training step itself, as the issue
 defines it. The FLOPs are the net's direct convolutions' even where cnnlab computes a layer in
 Winograd's F(4×4, 3×3) (fp32, models/winograd.py, which steps aside under FlopCounterMode): an
-"effective" GFLOP/s, as Winograd papers quote it — the work the net defines, per second. cnnlab's way (channels-last, the precision ``--precision auto`` picks on this CPU) is
-measured next to the plain baseline (NCHW, fp32, eager) in the same run. The matmul peak is the
-best of fp32 (and bf16 where native) 2048²/4096² matmuls, the GUIDE's §5 reference kernel.
+"effective" GFLOP/s, as Winograd papers quote it — the work the net defines, per second.
+cnnlab's way (channels-last, the precision ``--precision auto`` picks on this CPU, the reused
+heap memory every cnnlab command runs on) is measured next to the plain baseline (NCHW, fp32,
+eager, glibc's default malloc) in the same run: the baselines first, because switching the
+allocator is process-wide. The matmul peak is the best of fp32 (and bf16 where native)
+2048²/4096² matmuls, the GUIDE's §5 reference kernel.
 
 Nets: the CIFAR speed-run net (``cifar-speednet``, airbench94's, at the preset's batch 500; the
 step here is plain SGD, so the figure is the net's kernels, not Muon's orthogonalization),
@@ -36,6 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cnnlab.models import create_model, list_models  # noqa: E402
 from cnnlab.perf.hardware import choose_precision, native_bf16  # noqa: E402
+from cnnlab.perf.memory import tune_allocator  # noqa: E402
 from common import add_tag_argument, save_result, tagged, write_results_md  # noqa: E402
 
 NETS = [("CIFAR speed-run net (cifar-speednet)", "cifar-speednet", {}, (3, 32, 32), 500),
@@ -118,12 +122,16 @@ def main() -> None:
     name_ = tagged("efficiency", args.tag)
     registered = set(list_models())
     nets, rows = [], []
-    for label, name, kwargs, shape, batch in NETS:
-        if name not in registered:
-            continue
-        batch = 8 if args.smoke else batch
+    todo = [(label, name, kwargs, shape, 8 if args.smoke else batch)
+            for label, name, kwargs, shape, batch in NETS if name in registered]
+    # the plain baselines first, on glibc's default malloc as plain PyTorch runs; then every
+    # cnnlab command's reused heap memory (perf/memory.py: process-wide, so it comes second)
+    bases = [measure(name, kwargs, shape, batch, "fp32", False, steps)
+             for _, name, kwargs, shape, batch in todo]
+    allocator = tune_allocator()
+    for (label, name, kwargs, shape, batch), base in zip(todo, bases, strict=True):
         ours = measure(name, kwargs, shape, batch, precision, True, steps)
-        base = measure(name, kwargs, shape, batch, "fp32", False, steps)
+        ours["allocator"], base["allocator"] = allocator, "system"
         ours["peak_fraction"] = ours["gflops"] / peak[precision]
         base["peak_fraction"] = base["gflops"] / peak["fp32"]
         nets.append({"net": label, "model": name, "model_kwargs": kwargs, "input": list(shape),

@@ -38,6 +38,7 @@ import subprocess
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -54,7 +55,7 @@ def _cflags() -> tuple[str, ...]:
     march = os.environ.get("CNNLAB_MARCH") or "native"
     return ("-O3", f"-march={march}", "-mprefer-vector-width=512", "-fopenmp", "-shared",
             "-fPIC")
-_lock = threading.Lock()
+_lock = threading.RLock()  # one for every kernel library: loads are rare
 _state: dict[str, object] = {}  # "lib": CDLL | None once tried, "error": why not
 
 
@@ -115,28 +116,36 @@ def load_library(source: Path, stem: str, abi_version: int) -> ctypes.CDLL:
     return lib
 
 
-def kernels() -> ctypes.CDLL | None:
-    """The compiled kernels, or None (and :func:`unavailable_reason` says why)."""
-    if "lib" in _state:
-        return _state["lib"]  # type: ignore[return-value]
+def load_once(state: dict, source: Path, stem: str, abi_version: int, off_switch: str,
+              declare: Callable[[ctypes.CDLL], None], fallback: str) -> ctypes.CDLL | None:
+    """:func:`load_library` once per process, remembered in ``state`` ("lib", and "error" saying
+    why not): ``<off_switch>=0`` in the environment skips it silently, a failure warns once
+    with ``fallback`` (what runs instead) — the run stays correct, only slower."""
+    if "lib" in state:
+        return state["lib"]
     with _lock:
-        if "lib" in _state:
-            return _state["lib"]  # type: ignore[return-value]
+        if "lib" in state:
+            return state["lib"]
         lib, error = None, ""
-        if os.environ.get("CNNLAB_FUSED", "1") == "0":
-            error = "CNNLAB_FUSED=0"
+        if os.environ.get(off_switch, "1") == "0":
+            error = f"{off_switch}=0"
         else:
             try:
-                lib = load_library(SOURCE, "fused", ABI_VERSION)
-                _declare(lib)
+                lib = load_library(source, stem, abi_version)
+                declare(lib)
             except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
                 lib, error = None, str(exc)
-            if lib is None:  # once per process: the run is correct, only slower
-                warnings.warn(f"cnnlab: fused pool/BN/act kernels unavailable ({error}); "
-                              f"training runs the eager layers (~12 % slower steps for "
-                              f"cifar-speednet)", RuntimeWarning, stacklevel=2)
-        _state["lib"], _state["error"] = lib, error
+                warnings.warn(f"cnnlab: {stem} kernels unavailable ({error}); {fallback}",
+                              RuntimeWarning, stacklevel=3)
+        state["lib"], state["error"] = lib, error
         return lib
+
+
+def kernels() -> ctypes.CDLL | None:
+    """The compiled kernels, or None (and :func:`unavailable_reason` says why)."""
+    return load_once(_state, SOURCE, "fused", ABI_VERSION, "CNNLAB_FUSED", _declare,
+                     "the pool/BN/act blocks run the eager layers (~12 % slower steps for "
+                     "cifar-speednet)")
 
 
 def unavailable_reason() -> str:

@@ -51,19 +51,15 @@ direct convolution runs instead.
 from __future__ import annotations
 
 import ctypes
-import os
-import subprocess
-import threading
-import warnings
 from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
-from .fused import load_library
+from .fused import load_once
 
 SOURCE = Path(__file__).with_name("winograd_kernels.c")
-ABI_VERSION = 1
+ABI_VERSION = 2
 MIN_CHANNEL_PRODUCT = 64 * 256  # C_in·C_out from which the tables above say it wins
 
 # G of F(4×4, 3×3), the filter transform; kron(G, G) maps a flattened 3×3 filter to its 36
@@ -73,35 +69,20 @@ _G = torch.tensor([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 /
                   dtype=torch.float64)
 _GG = torch.kron(_G, _G).float()  # 36 × 9
 
-_lock = threading.Lock()
-_state: dict[str, object] = {}
+_state: dict[str, object] = {}  # load_once's memory: "lib", "error"
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    p, i = ctypes.c_void_p, ctypes.c_int
+    for name in ("wino_input_fwd", "wino_output_fwd", "wino_output_bwd", "wino_input_bwd"):
+        getattr(lib, name).argtypes = [p, p, i, i, i, i]
+        getattr(lib, name).restype = None
 
 
 def kernels() -> ctypes.CDLL | None:
     """The compiled tile transforms, or None (with a one-time warning saying why)."""
-    if "lib" in _state:
-        return _state["lib"]  # type: ignore[return-value]
-    with _lock:
-        if "lib" in _state:
-            return _state["lib"]  # type: ignore[return-value]
-        lib, error = None, ""
-        if os.environ.get("CNNLAB_WINOGRAD", "1") == "0":
-            error = "CNNLAB_WINOGRAD=0"
-        else:
-            try:
-                lib = load_library(SOURCE, "winograd", ABI_VERSION)
-                p, i = ctypes.c_void_p, ctypes.c_int
-                for name in ("wino_input_fwd", "wino_output_fwd", "wino_output_bwd",
-                             "wino_input_bwd"):
-                    getattr(lib, name).argtypes = [p, p, i, i, i, i]
-                    getattr(lib, name).restype = None
-            except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-                lib, error = None, str(exc)
-                warnings.warn(f"cnnlab: Winograd conv kernels unavailable ({error}); fp32 "
-                              f"3×3 convolutions run oneDNN's direct kernel (slower on "
-                              f"AVX2 CPUs)", RuntimeWarning, stacklevel=2)
-        _state["lib"], _state["error"] = lib, error
-        return lib
+    return load_once(_state, SOURCE, "winograd", ABI_VERSION, "CNNLAB_WINOGRAD", _declare,
+                     "fp32 3×3 convolutions run oneDNN's direct kernel (slower on AVX2 CPUs)")
 
 
 def use_winograd(x: torch.Tensor, in_channels: int, out_channels: int) -> bool:

@@ -18,7 +18,8 @@
 
 #define CB 16
 
-/* B^T (6 x 6) and A^T (4 x 6) of Lavin & Gray (2016) for the points 0, +-1, +-2 and infinity */
+/* B^T (6 x 6) and A^T (4 x 6) of Lavin & Gray (2016) for the points 0, +-1, +-2 and infinity,
+ * and their transposes B and A, which the backward passes apply */
 static const float BT[6][6] = {
     {4, 0, -5, 0, 1, 0},
     {0, -4, -4, 1, 1, 0},
@@ -26,11 +27,49 @@ static const float BT[6][6] = {
     {0, -2, -1, 2, 1, 0},
     {0, 2, -1, -2, 1, 0},
     {0, 4, 0, -5, 0, 1}};
+static const float B[6][6] = {
+    {4, 0, 0, 0, 0, 0},
+    {0, -4, 4, -2, 2, 4},
+    {-5, -4, -4, -1, -1, 0},
+    {0, 1, -1, 2, -2, -5},
+    {1, 1, 1, 1, 1, 0},
+    {0, 0, 0, 0, 0, 1}};
 static const float AT[4][6] = {
     {1, 1, 1, 1, 1, 0},
     {0, 1, -1, 2, -2, 0},
     {0, 1, 1, 4, 4, 0},
     {0, 1, -1, 8, -8, 1}};
+static const float A[6][4] = {
+    {1, 0, 0, 0},
+    {1, 1, 1, 1},
+    {1, -1, 1, -1},
+    {1, 2, 4, 8},
+    {1, -2, 4, -8},
+    {0, 0, 0, 1}};
+
+typedef float tile[6][6][CB];  /* up to 6 x 6 points, each a block of CB channels */
+
+/* out = L in R^T for one tile, channel by channel: out[r][s] = sum_p,q L[r][p] in[p][q] R[s][q]
+ * (L is m x n, R is m x n, in is n x n, out m x m). Inlined with constant matrices and sizes,
+ * the compiler unrolls it and drops the zero coefficients. */
+static inline __attribute__((always_inline)) void transform(const float *L, const float *R,
+                                                            int m, int n, tile in, tile out) {
+    float t[6][6][CB];
+    for (int r = 0; r < m; r++)
+        for (int q = 0; q < n; q++)
+            for (int c = 0; c < CB; c++) {
+                float s = 0.0f;
+                for (int p = 0; p < n; p++) s += L[r * n + p] * in[p][q][c];
+                t[r][q][c] = s;
+            }
+    for (int r = 0; r < m; r++)
+        for (int s2 = 0; s2 < m; s2++)
+            for (int c = 0; c < CB; c++) {
+                float s = 0.0f;
+                for (int q = 0; q < n; q++) s += t[r][q][c] * R[s2 * n + q];
+                out[r][s2][c] = s;
+            }
+}
 
 typedef struct { int n, ty, tx; } tile_pos;
 
@@ -43,6 +82,34 @@ static inline tile_pos tile_of(long p, int th, int tw) {
     return t;
 }
 
+/* a map's pixel block (NHWC) <-> a tile's points; rows/columns outside the map read as zero
+ * and are not written; (y0, x0) is the tile's top-left pixel, size x size its extent */
+static inline void load_tile(const float *img, int H, int W, int C, int c0, int cb, int y0,
+                             int x0, int size, tile d) {
+    memset(d, 0, sizeof(tile));
+    for (int i = 0; i < size; i++) {
+        int iy = y0 + i;
+        if (iy < 0 || iy >= H) continue;
+        for (int j = 0; j < size; j++) {
+            int ix = x0 + j;
+            if (ix < 0 || ix >= W) continue;
+            memcpy(d[i][j], img + ((long)iy * W + ix) * C + c0, cb * sizeof(float));
+        }
+    }
+}
+
+/* the 36 points of tile p from (36, P, K) matrices, or back into them */
+static inline void load_points(const float *M, long P, long p, int K, int k0, int kb, tile m) {
+    if (kb < CB) memset(m, 0, sizeof(tile));
+    for (int a = 0; a < 36; a++)
+        memcpy(m[a / 6][a % 6], M + ((long)a * P + p) * K + k0, kb * sizeof(float));
+}
+
+static inline void store_points(float *M, long P, long p, int K, int k0, int kb, tile m) {
+    for (int a = 0; a < 36; a++)
+        memcpy(M + ((long)a * P + p) * K + k0, m[a / 6][a % 6], kb * sizeof(float));
+}
+
 /* V = B^T d B for every 6 x 6 input tile d: x (N, H, W, C) -> V (36, P, C) */
 void wino_input_fwd(const float *x, float *V, int N, int H, int W, int C) {
     int th = (H + 3) / 4, tw = (W + 3) / 4;
@@ -50,38 +117,13 @@ void wino_input_fwd(const float *x, float *V, int N, int H, int W, int C) {
 #pragma omp parallel for schedule(static)
     for (long p = 0; p < P; p++) {
         tile_pos tp = tile_of(p, th, tw);
-        int y0 = 4 * tp.ty - 1, x0 = 4 * tp.tx - 1;
-        float d[6][6][CB], t[6][6][CB];
+        tile d, v;
         for (int c0 = 0; c0 < C; c0 += CB) {
             int cb = C - c0 < CB ? C - c0 : CB;
-            memset(d, 0, sizeof d);
-            for (int i = 0; i < 6; i++) {
-                int iy = y0 + i;
-                if (iy < 0 || iy >= H) continue;
-                for (int j = 0; j < 6; j++) {
-                    int ix = x0 + j;
-                    if (ix < 0 || ix >= W) continue;
-                    memcpy(d[i][j], x + (((long)tp.n * H + iy) * W + ix) * C + c0,
-                           cb * sizeof(float));
-                }
-            }
-            for (int a = 0; a < 6; a++)
-                for (int j = 0; j < 6; j++)
-                    for (int c = 0; c < CB; c++) {
-                        float s = 0.0f;
-                        for (int i = 0; i < 6; i++) s += BT[a][i] * d[i][j][c];
-                        t[a][j][c] = s;
-                    }
-            for (int a = 0; a < 6; a++)
-                for (int b = 0; b < 6; b++) {
-                    float o[CB];
-                    for (int c = 0; c < CB; c++) {
-                        float s = 0.0f;
-                        for (int j = 0; j < 6; j++) s += t[a][j][c] * BT[b][j];
-                        o[c] = s;
-                    }
-                    memcpy(V + ((long)(a * 6 + b) * P + p) * C + c0, o, cb * sizeof(float));
-                }
+            load_tile(x + (long)tp.n * H * W * C, H, W, C, c0, cb, 4 * tp.ty - 1, 4 * tp.tx - 1,
+                      6, d);
+            transform(&BT[0][0], &BT[0][0], 6, 6, d, v);
+            store_points(V, P, p, C, c0, cb, v);
         }
     }
 }
@@ -93,35 +135,15 @@ void wino_output_fwd(const float *M, float *y, int N, int H, int W, int K) {
 #pragma omp parallel for schedule(static)
     for (long p = 0; p < P; p++) {
         tile_pos tp = tile_of(p, th, tw);
-        float m[6][6][CB], t[4][6][CB];
+        tile m, o;
         for (int k0 = 0; k0 < K; k0 += CB) {
             int kb = K - k0 < CB ? K - k0 : CB;
-            if (kb < CB) memset(m, 0, sizeof m);
-            for (int a = 0; a < 6; a++)
-                for (int b = 0; b < 6; b++)
-                    memcpy(m[a][b], M + ((long)(a * 6 + b) * P + p) * K + k0, kb * sizeof(float));
-            for (int i = 0; i < 4; i++)
-                for (int b = 0; b < 6; b++)
-                    for (int c = 0; c < CB; c++) {
-                        float s = 0.0f;
-                        for (int a = 0; a < 6; a++) s += AT[i][a] * m[a][b][c];
-                        t[i][b][c] = s;
-                    }
-            for (int i = 0; i < 4; i++) {
-                int oy = 4 * tp.ty + i;
-                if (oy >= H) break;
-                for (int j = 0; j < 4; j++) {
-                    int ox = 4 * tp.tx + j;
-                    if (ox >= W) break;
-                    float o[CB];
-                    for (int c = 0; c < CB; c++) {
-                        float s = 0.0f;
-                        for (int b = 0; b < 6; b++) s += t[i][b][c] * AT[j][b];
-                        o[c] = s;
-                    }
-                    memcpy(y + (((long)tp.n * H + oy) * W + ox) * K + k0, o, kb * sizeof(float));
-                }
-            }
+            load_points(M, P, p, K, k0, kb, m);
+            transform(&AT[0][0], &AT[0][0], 4, 6, m, o);
+            for (int i = 0; i < 4 && 4 * tp.ty + i < H; i++)
+                for (int j = 0; j < 4 && 4 * tp.tx + j < W; j++)
+                    memcpy(y + (((long)tp.n * H + 4 * tp.ty + i) * W + 4 * tp.tx + j) * K + k0,
+                           o[i][j], kb * sizeof(float));
         }
     }
 }
@@ -134,37 +156,12 @@ void wino_output_bwd(const float *gy, float *gM, int N, int H, int W, int K) {
 #pragma omp parallel for schedule(static)
     for (long p = 0; p < P; p++) {
         tile_pos tp = tile_of(p, th, tw);
-        float g[4][4][CB], t[6][4][CB];
+        tile g, m;
         for (int k0 = 0; k0 < K; k0 += CB) {
             int kb = K - k0 < CB ? K - k0 : CB;
-            memset(g, 0, sizeof g);
-            for (int i = 0; i < 4; i++) {
-                int oy = 4 * tp.ty + i;
-                if (oy >= H) break;
-                for (int j = 0; j < 4; j++) {
-                    int ox = 4 * tp.tx + j;
-                    if (ox >= W) break;
-                    memcpy(g[i][j], gy + (((long)tp.n * H + oy) * W + ox) * K + k0,
-                           kb * sizeof(float));
-                }
-            }
-            for (int a = 0; a < 6; a++)
-                for (int j = 0; j < 4; j++)
-                    for (int c = 0; c < CB; c++) {
-                        float s = 0.0f;
-                        for (int i = 0; i < 4; i++) s += AT[i][a] * g[i][j][c];
-                        t[a][j][c] = s;
-                    }
-            for (int a = 0; a < 6; a++)
-                for (int b = 0; b < 6; b++) {
-                    float o[CB];
-                    for (int c = 0; c < CB; c++) {
-                        float s = 0.0f;
-                        for (int j = 0; j < 4; j++) s += t[a][j][c] * AT[j][b];
-                        o[c] = s;
-                    }
-                    memcpy(gM + ((long)(a * 6 + b) * P + p) * K + k0, o, kb * sizeof(float));
-                }
+            load_tile(gy + (long)tp.n * H * W * K, H, W, K, k0, kb, 4 * tp.ty, 4 * tp.tx, 4, g);
+            transform(&A[0][0], &A[0][0], 6, 4, g, m);
+            store_points(gM, P, p, K, k0, kb, m);
         }
     }
 }
@@ -176,40 +173,23 @@ void wino_input_bwd(const float *gV, float *gx, int N, int H, int W, int C) {
     long P = (long)N * th * tw;
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
-        memset(gx + (long)n * H * W * C, 0, (size_t)H * W * C * sizeof(float));
-        float g[6][6][CB], t[6][6][CB];
+        float *img = gx + (long)n * H * W * C;
+        memset(img, 0, (size_t)H * W * C * sizeof(float));
+        tile g, d;
         for (int ty = 0; ty < th; ty++)
             for (int tx = 0; tx < tw; tx++) {
                 long p = ((long)n * th + ty) * tw + tx;
                 int y0 = 4 * ty - 1, x0 = 4 * tx - 1;
                 for (int c0 = 0; c0 < C; c0 += CB) {
                     int cb = C - c0 < CB ? C - c0 : CB;
-                    if (cb < CB) memset(g, 0, sizeof g);
-                    for (int a = 0; a < 6; a++)
-                        for (int b = 0; b < 6; b++)
-                            memcpy(g[a][b], gV + ((long)(a * 6 + b) * P + p) * C + c0,
-                                   cb * sizeof(float));
-                    for (int i = 0; i < 6; i++)
-                        for (int b = 0; b < 6; b++)
-                            for (int c = 0; c < CB; c++) {
-                                float s = 0.0f;
-                                for (int a = 0; a < 6; a++) s += BT[a][i] * g[a][b][c];
-                                t[i][b][c] = s;
-                            }
+                    load_points(gV, P, p, C, c0, cb, g);
+                    transform(&B[0][0], &B[0][0], 6, 6, g, d);
                     for (int i = 0; i < 6; i++) {
-                        int iy = y0 + i;
-                        if (iy < 0 || iy >= H) continue;
+                        if (y0 + i < 0 || y0 + i >= H) continue;
                         for (int j = 0; j < 6; j++) {
-                            int ix = x0 + j;
-                            if (ix < 0 || ix >= W) continue;
-                            float *dst = gx + (((long)n * H + iy) * W + ix) * C + c0;
-                            float o[CB];
-                            for (int c = 0; c < CB; c++) {
-                                float s = 0.0f;
-                                for (int b = 0; b < 6; b++) s += t[i][b][c] * BT[b][j];
-                                o[c] = s;
-                            }
-                            for (int c = 0; c < cb; c++) dst[c] += o[c];
+                            if (x0 + j < 0 || x0 + j >= W) continue;
+                            float *dst = img + ((long)(y0 + i) * W + x0 + j) * C + c0;
+                            for (int c = 0; c < cb; c++) dst[c] += d[i][j][c];
                         }
                     }
                 }
@@ -217,4 +197,4 @@ void wino_input_bwd(const float *gV, float *gx, int N, int H, int W, int C) {
     }
 }
 
-int winograd_abi_version(void) { return 1; }
+int winograd_abi_version(void) { return 2; }

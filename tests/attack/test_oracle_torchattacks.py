@@ -42,7 +42,11 @@ def test_pgd_agrees_with_torchattacks(digits_model, batch, norm, eps, alpha):
     acc_ours, acc_theirs = accuracy(digits_model, ours, y), accuracy(digits_model, theirs, y)
     assert acc_ours < accuracy(digits_model, x, y) - 0.2  # the attack did something
     assert abs(acc_ours - acc_theirs) <= 0.01
-    assert (ours - theirs).abs().max() < 1e-5  # measured: 6e-8 (L∞), 4e-7 (L2)
+    # the same images up to float rounding, which 10 projected steps can grow: measured max
+    # |Δ| 6e-8 (L∞) and 4e-7 (L2) on AVX-512 MKL; with MKL capped to AVX2 (as on a Zen 3) the
+    # L2 attack's 4e-4, in 0.14 % of the pixels
+    assert (ours - theirs).abs().max() < 2e-3
+    assert ((ours - theirs).abs() > 1e-5).float().mean() < 0.005
     # with random starts (different draws) only sampling noise separates them: measured
     # differences of 0–2 points over three seeds on these 400 images
     ours_rs = pgd(digits_model, x, y, eps, norm=norm, steps=10, step_size=alpha,

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..perf.hardware import has_amx_bf16
-from .winograd import use_winograd, winograd_conv3x3
+from .winograd import compute_dtype, use_winograd, winograd_conv3x3
 
 MAX_PIXELS = 49  # maps of up to 7×7: the GEMM won from 7×7 down (8×8 and up: not measured)
 MIN_IN_CHANNELS = 128  # 64-channel inputs: oneDNN's kernel won (33 against 47 ms)
@@ -87,12 +87,6 @@ class _Conv3x3SmallMap(torch.autograd.Function):
         return grad_x, grad_w
 
 
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-        return torch.get_autocast_dtype("cpu")
-    return x.dtype
-
-
 class FastConv3x3(nn.Conv2d):
     """``nn.Conv2d(cin, cout, 3, padding=1, bias=False)`` that trains faster: in bf16 on small
     maps (see the module docstring for when, and why), and in fp32 through Winograd's
@@ -108,7 +102,7 @@ class FastConv3x3(nn.Conv2d):
         if not (torch.is_grad_enabled() and self.weight.requires_grad and x.dim() == 4
                 and x.device.type == "cpu" and self.in_channels >= MIN_IN_CHANNELS
                 and x.shape[-2] * x.shape[-1] <= MAX_PIXELS
-                and _compute_dtype(x) == torch.bfloat16):
+                and compute_dtype(x) == torch.bfloat16):
             return False
         if FastConv3x3.use_gemm_wgrad is None:
             FastConv3x3.use_gemm_wgrad = has_amx_bf16()

@@ -85,6 +85,13 @@ def kernels() -> ctypes.CDLL | None:
                      "fp32 3×3 convolutions run oneDNN's direct kernel (slower on AVX2 CPUs)")
 
 
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a CPU conv of ``x`` computes in: CPU autocast's, when it is on."""
+    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        return torch.get_autocast_dtype("cpu")
+    return x.dtype
+
+
 def use_winograd(x: torch.Tensor, in_channels: int, out_channels: int) -> bool:
     """Whether a 3×3, stride-1, padding-1 conv of ``x`` should run :func:`winograd_conv3x3`:
     fp32 on a CPU (no autocast to another dtype), a 4-d input, wide enough layers, and the
@@ -96,8 +103,7 @@ def use_winograd(x: torch.Tensor, in_channels: int, out_channels: int) -> bool:
     if (torch.compiler.is_compiling() or torch.jit.is_tracing() or is_in_torch_dispatch_mode()
             or x.device.type != "cpu" or x.dim() != 4):
         return False
-    if x.dtype != torch.float32 or (torch.is_autocast_enabled("cpu")
-                                    and torch.get_autocast_dtype("cpu") != torch.float32):
+    if x.dtype != torch.float32 or compute_dtype(x) != torch.float32:
         return False
     return in_channels * out_channels >= MIN_CHANNEL_PRODUCT and kernels() is not None
 

@@ -71,10 +71,10 @@ def evaluate(run_dir: str | Path, *, data: str | None = None, data_dir: str | No
              snapshot: int | None = None) -> dict[str, Any]:
     """Top-1, top-5, per-class precision/recall/F1 and the confusion matrix of a trained run.
 
-    ``tta`` averages the logits over test-time views (none | flip | flip-translate), so a
-    run trained with one kind can be scored with another afterwards; ``tta_fraction`` < 1
-    gives the views only to that share of the images, the least confident. ``snapshot``: score the
-    weights kept after that epoch instead of the final ones.
+    ``tta`` averages the logits over test-time views (none | flip | flip-translate |
+    translate), so a run trained with one kind can be scored with another afterwards;
+    ``tta_fraction`` < 1 gives the views only to that share of the images, the least
+    confident. ``snapshot``: score the weights kept after that epoch instead of the final ones.
     """
     from .evaluate.metrics import TTA_KINDS, classification_metrics, predict_logits
 

@@ -165,6 +165,31 @@ def test_tta_views_are_the_documented_average():
         tta_logits(model, x, "mirror")
 
 
+def test_translate_tta_shifts_by_one_pixel_without_mirroring():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.LazyLinear(5))
+    x = torch.rand(3, 1, 7, 7)
+    model(x)
+
+    def moved(dy: int, dx: int) -> torch.Tensor:
+        """x moved by (dy, dx) pixels, what leaves the frame gone, zeros come in"""
+        out = torch.zeros_like(x)
+        out[:, :, max(dy, 0):7 + min(dy, 0), max(dx, 0):7 + min(dx, 0)] = \
+            x[:, :, max(-dy, 0):7 + min(-dy, 0), max(-dx, 0):7 + min(-dx, 0)]
+        return out
+
+    views = [moved(0, 1), moved(0, -1), moved(1, 0), moved(-1, 0)]
+    expect = 0.5 * model(x) + 0.125 * sum(model(v) for v in views)
+    assert torch.allclose(tta_logits(model, x, "translate"), expect, atol=1e-6)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(tta_logits(model, cl, "translate"), expect, atol=1e-6)
+    first = model(x)  # the plain view, when the caller has it already, is not run again
+    assert torch.allclose(tta_logits(model, x, "translate", first=first), expect, atol=1e-6)
+    # a digit: the views never mirror it (a mirrored view would change these logits)
+    assert not torch.allclose(tta_logits(model, x.flip(3), "translate"), expect, atol=1e-3)
+    assert make_config({"tta": "translate"}).tta == "translate"
+
+
 def test_tta_fraction_gives_the_views_to_the_least_confident_images_only():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))

@@ -74,7 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--progressive", type=_sizes, metavar="N[,N…]", help="progressive resizing: "
                    "the first epochs train at these image sides (e.g. 24,24,28), then full size")
     g.add_argument("--tta", help="test-time augmentation of evaluations: none | flip | "
-                   "flip-translate (6 views: mirror × shift by 0/±1 px)")
+                   "flip-translate (6 views: mirror × shift by 0/±1 px) | translate (5 views: "
+                   "shift by ±1 px, no mirror: digits)")
     g.add_argument("--tta-fraction", type=float, metavar="SHARE", help="give the TTA views only "
                    "to this share of the images, the least confident after one view (e.g. 0.25: "
                    "2.25 views' cost instead of 6; default 1, every image)")
@@ -164,7 +165,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--split", default="test", help="train | val | test (default test)")
     e.add_argument("--batch-size", type=int, default=500)
     e.add_argument("--tta", default="none", help="test-time augmentation: none | flip | "
-                   "flip-translate (6 views: mirror x shift 0/±1 px, airbench's)")
+                   "flip-translate (6 views: mirror x shift 0/±1 px, airbench's) | translate "
+                   "(5 views: shift by ±1 px, no mirror: digits)")
     e.add_argument("--tta-fraction", type=float, default=1.0, metavar="SHARE",
                    help="TTA only for this share of the images, the least confident after one "
                    "view (default 1: all)")

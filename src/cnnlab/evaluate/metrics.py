@@ -19,7 +19,7 @@ def autocast(precision: str, device: str = "cpu"):
     return contextlib.nullcontext()
 
 
-TTA_KINDS = ("none", "flip", "flip-translate")
+TTA_KINDS = ("none", "flip", "flip-translate", "translate")
 
 
 def tta_logits(model: nn.Module, x: torch.Tensor, tta: str = "none",
@@ -29,8 +29,11 @@ def tta_logits(model: nn.Module, x: torch.Tensor, tta: str = "none",
     ``flip``: the image and its mirror, ½ each. ``flip-translate``: ½ that pair, ½ the mean of
     the pair shifted by one pixel up-left and by one down-right (reflect padding) — six views,
     weighted as the training augmentation (flip, translate) would produce them (airbench's
-    level-2 TTA). Logits, not probabilities, are averaged. ``first``: the plain view's logits
-    when the caller already has them (that view is then not run again).
+    level-2 TTA). ``translate``, for images that must not be mirrored (digits, text): ½ the
+    plain view, ⅛ each of the four views shifted by one pixel left, right, up and down (zero
+    fill, as MNIST's background and the ``translate`` augmentation's). Logits, not
+    probabilities, are averaged. ``first``: the plain view's logits when the caller already
+    has them (that view is then not run again).
     """
     if tta not in TTA_KINDS:
         raise ValueError(f"unknown tta '{tta}'; choose from {', '.join(TTA_KINDS)}")
@@ -41,6 +44,15 @@ def tta_logits(model: nn.Module, x: torch.Tensor, tta: str = "none",
 
     if tta == "none":
         return model(x).float() if first is None else first
+    if tta == "translate":
+        plain = model(x).float() if first is None else first
+        h, w = x.shape[2:]
+        padded = F.pad(x, (1, 1, 1, 1))
+        shifts = [padded[:, :, 1:h + 1, :w], padded[:, :, 1:h + 1, 2:w + 2],
+                  padded[:, :, :h, 1:w + 1], padded[:, :, 2:h + 2, 1:w + 1]]
+        if x.is_contiguous(memory_format=torch.channels_last):
+            shifts = [v.contiguous(memory_format=torch.channels_last) for v in shifts]
+        return 0.5 * plain + 0.125 * sum(model(v).float() for v in shifts)
     logits = mirror(x, first)
     if tta == "flip":
         return logits

@@ -20,9 +20,17 @@ was measured (``cnnlab profile``, per-epoch test accuracy at 1 thread), not gues
   where on the digit a stroke sits still matters at 4×4 (a global max-pool head was 0.07
   points worse after 2 epochs in one comparison — small, but the flat head costs nothing).
 
+* **A stem without padding** (``stem_padding=0``, what the preset trains): the 5×5 stride-2
+  stem reads the 28×28 digit as 12×12 instead of 14×14, and every later map shrinks with it
+  (6×6, 3×3): 2.78 M multiply-adds instead of 4.07 M, an epoch ~1.4× faster (fp32, AVX2), and
+  nothing lost — MNIST's digits sit in a 20×20 box centred in the frame, and the unpadded stem
+  still sees every pixel but the last row and column, which hold under 0.02 % of the training
+  set's ink. 5 seeds × 2 epochs: 99.50 % against 99.50 % padded; × 3 epochs 99.55 against 99.52 %.
+
 Default ``cfg`` ``[32, 32, "M", 64, "M", 128]``: 4.07 M multiply-adds per 28×28 image, 123 k
-parameters (``cnnlab zoo mnist-speednet``). Size-agnostic through ``ceil_mode`` pools, so it
-also runs on 8×8 digits (tests) and 32×32 images.
+parameters (``cnnlab zoo mnist-speednet``; 2.78 M and 114 k with ``stem_padding=0``).
+Size-agnostic through ``ceil_mode`` pools, so it also runs on 8×8 digits (tests) and 32×32
+images.
 """
 
 from __future__ import annotations
@@ -37,8 +45,10 @@ from .fused import act_kind, can_fuse, pool_bn_act
 from .registry import register_model
 
 
-def _conv_bn_relu(cin: int, cout: int, k: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout),
+def _conv_bn_relu(cin: int, cout: int, k: int, stride: int = 1,
+                  padding: int | None = None) -> list[nn.Module]:
+    padding = k // 2 if padding is None else padding
+    return [nn.Conv2d(cin, cout, k, stride, padding, bias=False), nn.BatchNorm2d(cout),
             nn.ReLU(inplace=True)]
 
 
@@ -71,14 +81,14 @@ class MnistSpeedNet(CnnlabModel):
     """
 
     def __init__(self, *, num_classes: int = 10, in_chans: int = 1, input_size=(28, 28),
-                 cfg: list | None = None, stem_kernel: int = 5, head: str = "flatten",
-                 norm: str = "standardize") -> None:
+                 cfg: list | None = None, stem_kernel: int = 5, stem_padding: int | None = None,
+                 head: str = "flatten", norm: str = "standardize") -> None:
         super().__init__(in_chans, num_classes, input_size, norm)
         if head not in ("flatten", "max", "avg"):
             raise ValueError(f"head must be flatten, max or avg, got '{head}'")
         cfg = list(cfg or SPEEDNET_CFG)
         cin = int(cfg[0])
-        layers: list[nn.Module] = _conv_bn_relu(in_chans, cin, stem_kernel, 2)
+        layers: list[nn.Module] = _conv_bn_relu(in_chans, cin, stem_kernel, 2, stem_padding)
         for item in cfg[1:]:
             if str(item).upper() == "M":
                 # conv → max-pool → BN → ReLU (as airbench's ConvGroup): BN and ReLU then run on
@@ -105,10 +115,11 @@ class MnistSpeedNet(CnnlabModel):
 @register_model("mnist-speednet", family="speedrun", paper="cnnlab MNIST speed-run net", year=2026,
                 input_size=(1, 28, 28), num_classes=10, aliases=("speednet",))
 def mnist_speednet(*, num_classes: int = 10, in_chans: int = 1, input_size=(28, 28),
-                   cfg: list | None = None, stem_kernel: int = 5, head: str = "flatten",
-                   norm: str = "standardize") -> MnistSpeedNet:
+                   cfg: list | None = None, stem_kernel: int = 5, stem_padding: int | None = None,
+                   head: str = "flatten", norm: str = "standardize") -> MnistSpeedNet:
     return MnistSpeedNet(num_classes=num_classes, in_chans=in_chans, input_size=input_size,
-                         cfg=cfg, stem_kernel=stem_kernel, head=head, norm=norm)
+                         cfg=cfg, stem_kernel=stem_kernel, stem_padding=stem_padding, head=head,
+                         norm=norm)
 
 
 # -- cifar-speednet: the CIFAR-10 speed-run net -------------------------------------------------

@@ -57,7 +57,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: list[str] = field(default_factory=list)
     progressive: list[int] = field(default_factory=list)  # image side of the first epochs
-    tta: str = "none"  # test-time augmentation of the evaluations: none | flip | flip-translate
+    tta: str = "none"  # test-time augmentation of evaluations: see evaluate/metrics.TTA_KINDS
     tta_fraction: float = 1.0  # ... only for this share of images, the least confident by 1 view
     eval_every: int = 1  # evaluate every N epochs (0: only after the last)
     norm: str = "standardize"  # none | meansub | standardize | zca

@@ -46,22 +46,26 @@ def tta_logits(model: nn.Module, x: torch.Tensor, tta: str = "none",
         return model(x).float() if first is None else first
     if tta == "translate":
         plain = model(x).float() if first is None else first
-        h, w = x.shape[2:]
-        padded = F.pad(x, (1, 1, 1, 1))
-        shifts = [padded[:, :, 1:h + 1, :w], padded[:, :, 1:h + 1, 2:w + 2],
-                  padded[:, :, :h, 1:w + 1], padded[:, :, 2:h + 2, 1:w + 1]]
-        if x.is_contiguous(memory_format=torch.channels_last):
-            shifts = [v.contiguous(memory_format=torch.channels_last) for v in shifts]
-        return 0.5 * plain + 0.125 * sum(model(v).float() for v in shifts)
+        views = shifted_views(x, [(0, -1), (0, 1), (-1, 0), (1, 0)], "constant")
+        return 0.5 * plain + 0.125 * sum(model(v).float() for v in views)
     logits = mirror(x, first)
     if tta == "flip":
         return logits
+    up_left, down_right = shifted_views(x, [(-1, -1), (1, 1)], "reflect")
+    return 0.5 * logits + 0.25 * (mirror(up_left) + mirror(down_right))
+
+
+def shifted_views(x: torch.Tensor, offsets: list[tuple[int, int]],
+                  mode: str) -> list[torch.Tensor]:
+    """``x`` (N×C×H×W) read at each ``(dy, dx)`` offset of at most one pixel, the border
+    filled by ``F.pad``'s ``mode`` ("constant": zeros, or "reflect"); in ``x``'s memory
+    format, so a channels-last net gets channels-last views."""
     h, w = x.shape[2:]
-    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
-    shifted = [padded[:, :, :h, :w], padded[:, :, 2:h + 2, 2:w + 2]]
+    padded = F.pad(x, (1, 1, 1, 1), mode=mode)
+    views = [padded[:, :, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in offsets]
     if x.is_contiguous(memory_format=torch.channels_last):
-        shifted = [v.contiguous(memory_format=torch.channels_last) for v in shifted]
-    return 0.5 * logits + 0.25 * (mirror(shifted[0]) + mirror(shifted[1]))
+        views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+    return views
 
 
 def least_confident(logits: torch.Tensor, k: int) -> torch.Tensor:

@@ -99,6 +99,8 @@ def test_speednet_valid_stem_shrinks_every_map():
     assert valid.features[0].padding == (0, 0) and padded.features[0].padding == (2, 2)
     digits = create_model("mnist-speednet", stem_padding=0, input_size=(8, 8))
     assert digits(torch.rand(2, 1, 8, 8)).shape == (2, 10)  # still runs on 8×8 digits
+    with pytest.raises(ValueError, match="stem_padding must be 0..2"):
+        create_model("mnist-speednet", stem_padding=-1)
 
 
 def test_speedrun_preset_learns_digits(tmp_path):

@@ -86,6 +86,9 @@ class MnistSpeedNet(CnnlabModel):
         super().__init__(in_chans, num_classes, input_size, norm)
         if head not in ("flatten", "max", "avg"):
             raise ValueError(f"head must be flatten, max or avg, got '{head}'")
+        if stem_padding is not None and not 0 <= stem_padding <= stem_kernel // 2:
+            raise ValueError(f"stem_padding must be 0..{stem_kernel // 2} (the stem is "
+                             f"{stem_kernel}x{stem_kernel}), got {stem_padding}")
         cfg = list(cfg or SPEEDNET_CFG)
         cin = int(cfg[0])
         layers: list[nn.Module] = _conv_bn_relu(in_chans, cin, stem_kernel, 2, stem_padding)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import torch
 
+from .sgd import EagerOptimizer, sgd_update
+
 # The quintic iteration's coefficients (Jordan 2024): chosen to maximize the slope at zero, so
 # 3-5 steps push every singular value into roughly [0.7, 1.2]; exact orthogonality is not needed.
 _NS_COEFFS = (3.4445, -4.7750, 2.0315)
@@ -49,7 +51,7 @@ def orthogonalize(g: torch.Tensor, steps: int = 5, eps: float = 1e-7,
     return (x.T if tall else x).to(g.dtype)
 
 
-class Muon(torch.optim.Optimizer):
+class Muon(EagerOptimizer):
     """One optimizer for a whole model: groups with ``orthogonal=True`` get Muon's step, the
     others SGD's, so the training loop keeps its single optimizer and lr schedule.
 
@@ -79,13 +81,15 @@ class Muon(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
             lr, m = group["lr"], group["momentum"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
+            if not group["orthogonal"]:
+                if params:
+                    sgd_update(params, [p.grad for p in params], self.state, lr, m,
+                               group["nesterov"], group["weight_decay"])
+                continue
+            for p in params:
                 g = p.grad
-                if not group["orthogonal"] and group["weight_decay"]:
-                    g = g.add(p, alpha=group["weight_decay"])
                 state = self.state[p]
                 if m > 0:
                     buf = state.get("momentum_buffer")
@@ -94,9 +98,6 @@ class Muon(torch.optim.Optimizer):
                     else:
                         buf.mul_(m).add_(g)
                     g = g.add(buf, alpha=m) if group["nesterov"] else buf
-                if not group["orthogonal"]:
-                    p.add_(g, alpha=-lr)
-                    continue
                 if group["renormalize"]:
                     p.mul_(len(p) ** 0.5 / p.norm().clamp_min(1e-12))
                 update = orthogonalize(g.reshape(len(g), -1), steps=group["ns_steps"],

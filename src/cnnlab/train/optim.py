@@ -9,6 +9,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .config import TrainConfig
+from .sgd import SGD
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
 
@@ -76,7 +77,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig,
     if cfg.whiten_bias_epochs > 0:
         groups = _split_whiten_bias(model, groups, cfg)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        return SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     if cfg.optimizer == "muon":
         # Conv filters (4-D) get orthogonalized updates at muon_lr; everything else (BN shifts,
         # biases, linear layers, the head) the same Nesterov SGD as optimizer=sgd would.

@@ -36,6 +36,8 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
+from .sgd import EagerOptimizer
+
 MANIFOLDS = ("sphere", "oblique", "stiefel")
 
 
@@ -115,7 +117,7 @@ def manifold_map(model: nn.Module) -> dict[int, str]:
     return found
 
 
-class RiemannianSGD(torch.optim.Optimizer):
+class RiemannianSGD(EagerOptimizer):
     """SGD with momentum on a product of manifolds and Euclidean space.
 
     ``params`` are parameters or param groups, as for ``torch.optim.SGD``. A parameter is

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ConfigError
+from ..train.eager import Adam
 from .metrics import predict_probs, success_mask
 from .transforms import affine_theta, degrees, uniform
 
@@ -83,7 +84,7 @@ def train_patch(model: nn.Module, x_train: torch.Tensor, target: int, size: floa
     check_patch_size(size, (h, w))
     p = patch_pixels(size, (h, w))
     patch = torch.rand(c, p, p, generator=generator).requires_grad_(True)
-    opt = torch.optim.Adam([patch], lr=lr)
+    opt = Adam([patch], lr=lr)
     labels = torch.full((batch_size,), target, dtype=torch.long)
     for _ in range(steps):
         idx = torch.randint(len(x_train), (batch_size,), generator=generator)

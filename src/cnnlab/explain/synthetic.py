@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..models.base import CnnlabModel, FeatureInfo
+from ..train.eager import Adam
 
 
 class TinyCNN(CnnlabModel):
@@ -55,7 +56,7 @@ def train_quadrant_model(seed: int = 0, steps: int = 200) -> tuple[TinyCNN, torc
     torch.manual_seed(seed)
     model = TinyCNN()
     x, y = quadrant_data(512, seed=seed * 10 + 1)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    opt = Adam(model.parameters(), lr=1e-2)
     for _ in range(steps):
         idx = torch.randint(0, len(x), (64,))
         loss = nn.functional.cross_entropy(model(x[idx]), y[idx])

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from .sgd import EagerOptimizer, sgd_update
+from .eager import EagerOptimizer, sgd_update
 
 # The quintic iteration's coefficients (Jordan 2024): chosen to maximize the slope at zero, so
 # 3-5 steps push every singular value into roughly [0.7, 1.2]; exact orthogonality is not needed.
@@ -74,12 +74,7 @@ class Muon(EagerOptimizer):
             if group["orthogonal"] and any(p.ndim < 2 for p in group["params"]):
                 raise ValueError("orthogonal (Muon) groups take matrices or conv filters only")
 
-    @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def update(self) -> None:
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             lr, m = group["lr"], group["momentum"]
@@ -100,7 +95,6 @@ class Muon(EagerOptimizer):
                     g = g.add(buf, alpha=m) if group["nesterov"] else buf
                 if group["renormalize"]:
                     p.mul_(len(p) ** 0.5 / p.norm().clamp_min(1e-12))
-                update = orthogonalize(g.reshape(len(g), -1), steps=group["ns_steps"],
-                                       dtype=group["ns_dtype"]).to(p.dtype)
-                p.add_(update.view_as(p), alpha=-lr)
-        return loss
+                ortho = orthogonalize(g.reshape(len(g), -1), steps=group["ns_steps"],
+                                      dtype=group["ns_dtype"]).to(p.dtype)
+                p.add_(ortho.view_as(p), alpha=-lr)

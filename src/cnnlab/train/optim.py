@@ -9,7 +9,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .config import TrainConfig
-from .sgd import SGD
+from .eager import SGD, Adam, AdamW
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
 
@@ -106,8 +106,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig,
                              manifolds=manifold_map(model))
     if cfg.optimizer == "adam":
         # Adam's own weight_decay is L2 added to the gradient (Kingma & Ba); AdamW decouples it.
-        return torch.optim.Adam(groups, lr=cfg.lr)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+        return Adam(groups, lr=cfg.lr)
+    return AdamW(groups, lr=cfg.lr)
 
 
 def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:

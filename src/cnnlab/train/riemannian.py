@@ -36,7 +36,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from .sgd import EagerOptimizer
+from .eager import EagerOptimizer
 
 MANIFOLDS = ("sphere", "oblique", "stiefel")
 
@@ -140,12 +140,7 @@ class RiemannianSGD(EagerOptimizer):
         kind = self._manifolds.get(id(p), getattr(p, "_manifold", None))
         return check_manifold(kind) if kind is not None else None
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def update(self) -> None:
         for group in self.param_groups:
             lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
             for p in group["params"]:
@@ -167,4 +162,3 @@ class RiemannianSGD(EagerOptimizer):
                     d = d.clone() if buf is None else project(kind, p, buf).mul_(mu).add_(d)
                     state["momentum_buffer"] = d
                 p.copy_(retract(kind, p, -lr * d))
-        return loss

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..data.dataset import Split
 from ..errors import ConfigError, TrainingError
+from ..train.eager import AdamW
 
 BN_MODES = ("auto", "frozen", "train")
 BN_FROZEN_BELOW = 1000  # training images; below this bn="auto" keeps BN statistics frozen
@@ -84,7 +85,7 @@ def _run_epochs(model, params, split, *, epochs, batch_size, gen, bn_frozen, wei
         return
     per_epoch = max(1, -(-len(split) // batch_size))
     epochs = max(epochs, -(-min_steps // per_epoch))  # few-shot: a few images, enough steps
-    opt = torch.optim.AdamW(params, weight_decay=weight_decay)
+    opt = AdamW(params, weight_decay=weight_decay)
     steps = epochs * per_epoch
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     for epoch in range(epochs):

@@ -1,4 +1,4 @@
-"""cnnlab's SGD and optimizer base (train/sgd.py): torch.optim.SGD's arithmetic bit for bit,
+"""cnnlab's SGD and optimizer base (train/eager.py): torch.optim.SGD's arithmetic bit for bit,
 its state-dict format, and no torch._dynamo import on the way."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlab.train import sgd as sgd_module
+from cnnlab.train import eager as eager_module
+from cnnlab.train.eager import SGD, Adam, AdamW
 from cnnlab.train.muon import Muon
-from cnnlab.train.sgd import SGD
 
 CONFIGS = [dict(momentum=0.9, nesterov=True, weight_decay=5e-4),
            dict(momentum=0.9, nesterov=False, weight_decay=0.0),
@@ -65,7 +65,7 @@ def test_fused_path_is_torch_fused_sgd_bit_for_bit(cfg, channels_last):
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("cfg", CONFIGS)
 def test_unfused_path_is_torch_sgd_bit_for_bit(cfg, channels_last, monkeypatch):
-    monkeypatch.setattr(sgd_module, "_fusable", lambda *a: False)
+    monkeypatch.setattr(eager_module, "_fusable", lambda *a: False)
     hyper = dict(lr=0.1, momentum=cfg["momentum"], nesterov=cfg["nesterov"])
     ours, _ = _train(lambda g: SGD(g, **hyper), channels_last, cfg["weight_decay"])
     theirs, _ = _train(lambda g: torch.optim.SGD(g, **hyper), channels_last,
@@ -75,10 +75,10 @@ def test_unfused_path_is_torch_sgd_bit_for_bit(cfg, channels_last, monkeypatch):
 
 def test_fused_needs_matching_layouts():
     p = torch.zeros(4, 3, 2, 2).contiguous(memory_format=torch.channels_last)
-    assert sgd_module._fusable([p], [torch.zeros_like(p)], [])
-    assert not sgd_module._fusable([p], [torch.zeros(4, 3, 2, 2)], [])  # grad NCHW
-    assert not sgd_module._fusable([p], [torch.zeros_like(p, dtype=torch.float64)], [])
-    assert not sgd_module._fusable([torch.zeros(4, 4)[:, :2]], [torch.zeros(4, 2)], [])
+    assert eager_module._fusable([p], [torch.zeros_like(p)], [])
+    assert not eager_module._fusable([p], [torch.zeros(4, 3, 2, 2)], [])  # grad NCHW
+    assert not eager_module._fusable([p], [torch.zeros_like(p, dtype=torch.float64)], [])
+    assert not eager_module._fusable([torch.zeros(4, 4)[:, :2]], [torch.zeros(4, 2)], [])
 
 
 def test_a_parameter_without_a_buffer_joins_mid_run():
@@ -102,7 +102,7 @@ def test_a_parameter_without_a_buffer_joins_mid_run():
 
 
 def test_torch_sgd_state_dict_resumes_in_ours():
-    """A checkpoint written with torch.optim.SGD (as cnnlab's runs were before train/sgd.py)
+    """A checkpoint written with torch.optim.SGD (as cnnlab's runs were before train/eager.py)
     resumes in cnnlab's SGD as if uninterrupted: exactly after fused torch SGD, to rounding
     after its default (unfused) arithmetic."""
     hyper = dict(lr=0.1, momentum=0.9, nesterov=True)
@@ -139,21 +139,21 @@ def test_bad_hyperparameters_are_refused():
 
 def test_training_never_imports_the_compiler_stack(tmp_path):
     """torch.optim's wrappers import torch._dynamo (1.5 s) on first use; a cnnlab training run
-    with SGD or Muon (steps, checkpoint) and loading an optimizer state must not (a fresh
-    interpreter shows it)."""
+    with SGD, Muon, Adam or AdamW (steps, checkpoint) and loading an optimizer state must not
+    (a fresh interpreter shows it)."""
     code = f"""
 import sys
 import torch
 from cnnlab.api import train
 from cnnlab.train.muon import Muon
-from cnnlab.train.sgd import SGD
-for opt in ("sgd", "muon"):
-    train(dict(model="simple-cnn", data="digits", epochs=1, optimizer=opt, lr=0.05,
-               momentum=0.9, nesterov=True, out=r"{tmp_path}" + "/" + opt, subset=200,
-               report=False), progress=False)
-for make in (SGD, Muon):
+from cnnlab.train.eager import SGD, Adam, AdamW
+for opt in ("sgd", "muon", "adam", "adamw"):
+    train(dict(model="simple-cnn", data="digits", epochs=1, optimizer=opt,
+               lr=0.05 if opt in ("sgd", "muon") else 1e-3, momentum=0.9, nesterov=True,
+               out=r"{tmp_path}" + "/" + opt, subset=200, report=False), progress=False)
+for make in (SGD, Muon, Adam, AdamW):
     w = torch.nn.Parameter(torch.ones(3, 3))
-    opt = make([w], lr=0.1, momentum=0.9)
+    opt = make([w], lr=0.1, **(dict(momentum=0.9) if make in (SGD, Muon) else {{}}))
     w.grad = torch.ones(3, 3)
     opt.step()
     opt.load_state_dict(opt.state_dict())
@@ -172,3 +172,46 @@ def test_muon_sgd_groups_use_the_same_update():
     ours, _ = _train(lambda g: SGD(g, **hyper), False, 1e-2)
     muon, _ = _train(lambda g: Muon(g, **hyper), False, 1e-2)
     assert all(torch.equal(a, b) for a, b in zip(ours, muon, strict=True))
+
+
+@pytest.mark.parametrize("make", [lambda ps: SGD(ps, lr=0.1, momentum=0.9),
+                                  lambda ps: Muon(ps, lr=0.1, momentum=0.9)])
+def test_step_runs_a_closure_with_gradients_on(make):
+    """``step(closure)`` as torch.optim defines it: the closure recomputes the loss and its
+    gradients (autograd on inside a no-grad step), its loss is returned, then the update."""
+    w = nn.Parameter(torch.ones(3))
+    opt = make([w])
+
+    def closure():
+        opt.zero_grad()
+        loss = (w * torch.tensor([1.0, 2.0, 3.0])).sum()
+        loss.backward()
+        return loss
+
+    assert opt.step(closure).item() == 6.0
+    assert torch.allclose(w.detach(), torch.tensor([0.9, 0.8, 0.7]))
+    assert opt.step() is None
+
+
+@pytest.mark.parametrize("ours,theirs,kwargs", [
+    (Adam, torch.optim.Adam, dict(lr=1e-2)),
+    (Adam, torch.optim.Adam, dict(lr=1e-2, weight_decay=1e-2, amsgrad=True)),
+    (AdamW, torch.optim.AdamW, dict(lr=1e-2, weight_decay=5e-2)),
+])
+def test_adam_and_adamw_are_torchs_bit_for_bit(ours, theirs, kwargs):
+    """torch's own step, run from under its dynamo-importing wrapper: the same numbers, the
+    same state dict (a torch checkpoint resumes in ours)."""
+    runs = []
+    for cls in (ours, theirs):
+        a, _ = _train(lambda g, cls=cls: cls(g, **kwargs), True,
+                      kwargs.get("weight_decay", 0.0), steps=3)
+        runs.append(a)
+    assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+    net = _net(False)
+    theirs_opt = theirs(net.parameters(), **kwargs)
+    net(torch.randn(2, 3, 8, 8)).sum().backward()
+    theirs_opt.step()
+    ours_opt = ours(net.parameters(), **kwargs)
+    ours_opt.load_state_dict(theirs_opt.state_dict())
+    assert ours_opt.state_dict()["state"].keys() == theirs_opt.state_dict()["state"].keys()
+    assert isinstance(ours_opt, theirs)

@@ -1,16 +1,16 @@
-"""SGD with momentum, and the optimizer base cnnlab's own optimizers share.
+"""cnnlab's optimizers: torch.optim's arithmetic without torch.optim's import of the compiler.
 
-Why not ``torch.optim.SGD`` and ``torch.optim.Optimizer`` as they are: in torch 2.13 four of
-``Optimizer``'s methods (``add_param_group``, ``zero_grad``, ``state_dict``,
-``load_state_dict``) are wrapped in ``torch._disable_dynamo`` and ``SGD.step`` in
-``_use_grad_for_differentiable``, and each wrapper runs ``import torch._dynamo`` on its first
-call — the compiler stack, 1.5 s of a 2-core machine's time, in every training run that never
-compiles anything (traced with an import hook; ~6 % of the MNIST speed-run's wall time). The
-wrappers only matter when torch.compile traces the optimizer itself, which cnnlab never does
-(``--compile`` compiles the model). :class:`EagerOptimizer` therefore calls the methods
-underneath the wrappers, and :class:`SGD` does the update itself with the kernels
-``torch.optim.SGD`` uses on a CPU: its fused kernel, bit for bit ``torch.optim.SGD(fused=True)``
-(tests/train/test_sgd.py), which also makes the step ~10x cheaper for small nets.
+Why not ``torch.optim`` as it is: in torch 2.13 four of ``Optimizer``'s methods
+(``add_param_group``, ``zero_grad``, ``state_dict``, ``load_state_dict``) are wrapped in
+``torch._disable_dynamo`` and every built-in ``step`` in ``_use_grad_for_differentiable``, and
+each wrapper runs ``import torch._dynamo`` on its first call — the compiler stack, 1.5 s of a
+2-core machine's time, in every training run that never compiles anything (traced with an
+import hook; ~9 % of the MNIST speed-run's wall time). The wrappers only matter when
+torch.compile traces the optimizer itself, which cnnlab never does (``--compile`` compiles the
+model). :class:`EagerOptimizer` therefore calls the methods underneath the wrappers;
+:class:`SGD` does its update with the kernel ``torch.optim.SGD(fused=True)`` runs, bit for bit
+(tests/train/test_eager.py), which also makes the step ~10x cheaper for small nets; and
+:class:`Adam`/:class:`AdamW` run torch's own ``step`` from under its wrapper.
 """
 
 from __future__ import annotations
@@ -29,12 +29,26 @@ def _unwrapped(method: Callable) -> Callable:
 class EagerOptimizer(torch.optim.Optimizer):
     """``torch.optim.Optimizer`` without its lazy import of torch._dynamo (see the module
     docstring): the same methods, state-dict format and hooks, for optimizers that are never
-    traced by torch.compile. Subclasses write ``step`` under ``torch.no_grad()``."""
+    traced by torch.compile. Subclasses write :meth:`update`, the step proper; ``step`` runs the
+    closure (if any) with gradients on, then ``update`` without."""
 
     add_param_group = _unwrapped(torch.optim.Optimizer.add_param_group)
     zero_grad = _unwrapped(torch.optim.Optimizer.zero_grad)
     state_dict = _unwrapped(torch.optim.Optimizer.state_dict)
     load_state_dict = _unwrapped(torch.optim.Optimizer.load_state_dict)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.update()
+        return loss
+
+    def update(self) -> None:
+        """Change the parameters in place from their ``.grad`` (gradients off)."""
+        raise NotImplementedError
 
 
 class SGD(EagerOptimizer):
@@ -58,18 +72,12 @@ class SGD(EagerOptimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov,
                                       weight_decay=weight_decay))
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def update(self) -> None:
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if params:
                 sgd_update(params, [p.grad for p in params], self.state, group["lr"],
                            group["momentum"], group["nesterov"], group["weight_decay"])
-        return loss
 
 
 def _dense(t: torch.Tensor) -> bool:
@@ -141,3 +149,23 @@ def _foreach_update(params: list[torch.Tensor], grads: list[torch.Tensor], state
             torch._foreach_add_(bufs, grads)
         grads = torch._foreach_add(grads, bufs, alpha=momentum) if nesterov else bufs
     torch._foreach_add_(params, grads, alpha=-lr)
+
+
+def _torch_step(optimizer_class: type[torch.optim.Optimizer]) -> Callable:
+    """``optimizer_class.step`` from under ``_use_grad_for_differentiable`` (which imports
+    torch._dynamo), under ``torch.no_grad()`` as that wrapper would run it for a
+    non-differentiable optimizer (torch's step turns gradients back on for a closure)."""
+    return torch.no_grad()(_unwrapped(optimizer_class.step))
+
+
+class Adam(EagerOptimizer, torch.optim.Adam):
+    """``torch.optim.Adam`` — its own ``__init__``, ``step`` and arithmetic — on
+    :class:`EagerOptimizer`'s methods (see the module docstring)."""
+
+    step = _torch_step(torch.optim.Adam)
+
+
+class AdamW(EagerOptimizer, torch.optim.AdamW):
+    """``torch.optim.AdamW`` (decoupled weight decay) on :class:`EagerOptimizer`'s methods."""
+
+    step = _torch_step(torch.optim.AdamW)

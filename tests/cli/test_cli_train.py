@@ -95,6 +95,8 @@ def test_print_config_merges_file_and_flags(tmp_path, capsys):
     (["train", "--data", "./no/such/folder"], "data folder not found"),
     (["evaluate", "/no/such/run"], "run directory not found"),
     (["train", "--model-arg", "depth=3", "--epochs", "1"], "does not take these options"),
+    (["train", "--optimizer", "sgd", "--momentum", "0", "--nesterov"],
+     "--nesterov needs --momentum > 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, capsys):
     assert main(args) == 2

@@ -88,6 +88,8 @@ class TrainConfig:
             (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
             (self.weight_decay >= 0, "--weight-decay must be ≥ 0"),
             (0 <= self.momentum < 1, "--momentum must be in [0, 1)"),
+            (not (self.nesterov and self.momentum == 0 and self.optimizer == "sgd"),
+             "--nesterov needs --momentum > 0 (Nesterov's look-ahead is along the momentum)"),
             (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
             (self.warmup_epochs >= 0, "--warmup-epochs must be ≥ 0"),
             (self.step_size >= 1, "--step-size must be ≥ 1"),

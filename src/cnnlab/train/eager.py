@@ -5,7 +5,7 @@ Why not ``torch.optim`` as it is: in torch 2.13 four of ``Optimizer``'s methods
 ``torch._disable_dynamo`` and every built-in ``step`` in ``_use_grad_for_differentiable``, and
 each wrapper runs ``import torch._dynamo`` on its first call — the compiler stack, 1.5 s of a
 2-core machine's time, in every training run that never compiles anything (traced with an
-import hook; ~9 % of the MNIST speed-run's wall time). The wrappers only matter when
+import hook; ~7 % of the MNIST speed-run's wall time). The wrappers only matter when
 torch.compile traces the optimizer itself, which cnnlab never does (``--compile`` compiles the
 model). :class:`EagerOptimizer` therefore calls the methods underneath the wrappers;
 :class:`SGD` does its update with the kernel ``torch.optim.SGD(fused=True)`` runs, bit for bit

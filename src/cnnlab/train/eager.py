@@ -50,6 +50,14 @@ class EagerOptimizer(torch.optim.Optimizer):
         """Change the parameters in place from their ``.grad`` (gradients off)."""
         raise NotImplementedError
 
+    @staticmethod
+    def check_lr_momentum(lr: float, momentum: float) -> None:
+        """The checks every momentum-SGD-like optimizer here makes of its arguments."""
+        if lr <= 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+
 
 class SGD(EagerOptimizer):
     """Stochastic gradient descent with momentum (optionally Nesterov) and L2 weight decay:
@@ -61,10 +69,7 @@ class SGD(EagerOptimizer):
 
     def __init__(self, params, lr: float, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0) -> None:
-        if lr <= 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.check_lr_momentum(lr, momentum)
         if nesterov and momentum == 0:
             raise ValueError("Nesterov momentum needs momentum > 0")
         if weight_decay < 0:

@@ -62,10 +62,7 @@ class Muon(EagerOptimizer):
     def __init__(self, params, lr: float, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0, ns_steps: int = 5, renormalize: bool = True,
                  ns_dtype: torch.dtype = torch.float32) -> None:
-        if lr <= 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.check_lr_momentum(lr, momentum)
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                         ns_steps=ns_steps, renormalize=renormalize, orthogonal=False,
                         ns_dtype=ns_dtype)

@@ -128,10 +128,7 @@ class RiemannianSGD(EagerOptimizer):
     def __init__(self, params: Iterable, lr: float = 0.01, momentum: float = 0.0,
                  weight_decay: float = 0.0,
                  manifolds: Mapping[torch.Tensor, str] | Mapping[int, str] | None = None) -> None:
-        if lr <= 0:
-            raise ValueError(f"learning rate must be > 0, got {lr}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.check_lr_momentum(lr, momentum)
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
         self._manifolds = {(k if isinstance(k, int) else id(k)): check_manifold(v)
                            for k, v in (manifolds or {}).items()}

@@ -106,6 +106,30 @@ def test_color_shifts_each_channel_by_a_constant():
     assert flat[:, :, 0].std() > 0.02  # channels and images get different offsets
 
 
+def test_jitter_scales_about_the_image_mean_and_shifts_all_channels_alike(monkeypatch):
+    x = _batch(b=64) * 0.5 + 0.25  # far from the clamp
+    y = build_augment(["jitter:0.1,0.2"])(x, _gen(3))
+    mean_x, mean_y = x.mean((1, 2, 3)), y.mean((1, 2, 3))
+    shift = mean_y - mean_x  # the scale keeps the mean: what moves it is the shift
+    assert shift.abs().max() <= 0.1 + 1e-5 and shift.std() > 0.02
+    centred_x = x - mean_x.view(-1, 1, 1, 1)
+    centred_y = y - mean_y.view(-1, 1, 1, 1)
+    scale = (centred_y * centred_x).sum((1, 2, 3)) / (centred_x ** 2).sum((1, 2, 3))
+    torch.testing.assert_close(centred_y, centred_x * scale.view(-1, 1, 1, 1), atol=1e-5,
+                               rtol=0)  # one factor for every channel: hue is kept
+    assert ((scale >= 0.8 - 1e-5) & (scale <= 1.2 + 1e-5)).all() and scale.std() > 0.05
+    _pin_draws_to_upper_bound(monkeypatch)
+    from cnnlab.data.augment import jitter
+
+    y = jitter(0.1, 0.2)(x, _gen())  # both draws at their upper bound
+    torch.testing.assert_close(y, centred_x * 1.2 + mean_x.view(-1, 1, 1, 1) + 0.1)
+    bright = jitter(0.5, 0.0)(torch.full((1, 3, 4, 4), 0.8), _gen())
+    assert bright.max() == 1.0  # clamped to [0, 1]
+    for bad in ("jitter:-0.1", "jitter:0.1,1.0", "jitter:0.1,-0.2"):
+        with pytest.raises(ConfigError, match="jitter needs"):
+            build_augment([bad])
+
+
 def _pin_draws_to_upper_bound(monkeypatch):
     from cnnlab.data import augment
 

@@ -70,7 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "share of every class (seeded): quick experiments on a big data set")
     g.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (counted)")
     g.add_argument("--augment", nargs="+", metavar="OP", help="batched augmentation ops, e.g. "
-                   "crop:4 flip translate:2 affine:10,0.1,5 color:0.1 cutout:8")
+                   "crop:4 flip translate:2 affine:10,0.1,5 color:0.1 jitter:0.04,0.13 "
+                   "cutout:8")
     g.add_argument("--progressive", type=_sizes, metavar="N[,N…]", help="progressive resizing: "
                    "the first epochs train at these image sides (e.g. 24,24,28), then full size")
     g.add_argument("--tta", help="test-time augmentation of evaluations: none | flip | "

@@ -129,7 +129,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
         "90.19 % against 90.59 / 90.34 / 90.08 % without freezing (frozen after epoch 4: "
         "90.55 / 90.29 / 90.16; never trained: 90.14 / 90.37 / 90.23); with the third epoch "
         "at 28 px as here: 90.58 / 90.63 / 90.29 %, ~7 s more, which the freeze and the fused "
-        "evaluation had saved. See benchmarks/RESULTS.md for where it stands.",
+        "evaluation had saved. (9) Tried and left out, on an AMX Xeon: the brightness/contrast "
+        "jitter of the 2025 GPU record after airbench94_muon (--augment altflip crop:2 "
+        "jitter:0.035,0.13) scored 90.45 / 90.42 / 90.11 % for seeds 0-2 against 90.56 / "
+        "90.59 / 90.28 % without, and label smoothing 0.1 90.34 % for seed 0. See "
+        "benchmarks/RESULTS.md for where it stands.",
         # what differs from the reference, and nothing else
         {**AIRBENCH94, "epochs": 7, "batch_size": 500, "optimizer": "muon", "muon_lr": 0.12,
          "muon_momentum": 0.6, "lr": 0.415, "weight_decay": 0.0024, "warmup_epochs": 0.0,

@@ -1,12 +1,15 @@
 """FastConv3x3: the im2col weight gradient equals the convolution's, and the GEMM path is taken
-exactly where it was measured to win (bf16, AMX, wide inputs, small maps)."""
+exactly where it can win (bf16, wide inputs, small maps) and was measured to on this CPU."""
+
+import json
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.models.fastconv import FastConv3x3, weight_grad_im2col
+from cnnlab.models import fastconv
+from cnnlab.models.fastconv import FastConv3x3, gemm_wgrad_pays, weight_grad_im2col
 
 
 @pytest.fixture
@@ -63,10 +66,28 @@ def test_bf16_small_map_training_matches_nn_conv2d(gemm_on):
     assert fast._gemm_path(x.bfloat16())
 
 
-@pytest.mark.parametrize("case", ["fp32", "big map", "thin input", "no grad", "frozen", "no amx"])
-def test_gemm_path_only_where_it_was_measured_to_win(monkeypatch, case):
+@pytest.fixture
+def fake_probe(monkeypatch, tmp_path):
+    """The kernel-timing probe replaced by a chosen oneDNN/GEMM time ratio; calls counted, the
+    disk cache in a temp folder, the in-memory cache emptied before and after."""
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path))
     monkeypatch.setattr(FastConv3x3, "use_gemm_wgrad", None)
-    monkeypatch.setattr("cnnlab.models.fastconv.has_amx_bf16", lambda: case != "no amx")
+    state = {"ratio": 2.0, "calls": []}
+
+    def probe(*shape):
+        state["calls"].append(shape)
+        return state["ratio"]
+
+    monkeypatch.setattr(fastconv, "time_wgrad_ratio", probe)
+    fastconv._gemm_wgrad_pays.cache_clear()
+    yield state
+    fastconv._gemm_wgrad_pays.cache_clear()
+
+
+@pytest.mark.parametrize("case", ["fp32", "big map", "thin input", "no grad", "frozen",
+                                  "slower here", "faster here"])
+def test_gemm_path_only_where_it_can_and_was_measured_to_win(fake_probe, case):
+    fake_probe["ratio"] = 1.02 if case == "slower here" else 1.6  # within noise / ahead
     fast = FastConv3x3(64 if case == "thin input" else 256, 8)
     x = torch.randn(2, fast.in_channels, 8 if case == "big map" else 7, 7)
     if case == "frozen":
@@ -75,16 +96,39 @@ def test_gemm_path_only_where_it_was_measured_to_win(monkeypatch, case):
             torch.autocast("cpu", torch.bfloat16, enabled=case != "fp32"):
         taken = fast._gemm_path(x)
         y = fast(x)
-    assert taken == (case not in ("fp32", "big map", "thin input", "no grad", "frozen", "no amx"))
+    assert taken == (case == "faster here")
     assert y.shape == (2, 8, x.shape[2], 7)
+    # timed only where the GEMM path is possible at all
+    assert fake_probe["calls"] == ([(2, 256, 8, 7, 7)] if "here" in case else [])
 
 
-def test_default_case_takes_the_gemm_path_on_amx(monkeypatch):
-    monkeypatch.setattr(FastConv3x3, "use_gemm_wgrad", None)
-    monkeypatch.setattr("cnnlab.models.fastconv.has_amx_bf16", lambda: True)
-    fast = FastConv3x3(256, 8)
+def test_the_probe_runs_once_per_shape_and_machine(fake_probe, tmp_path):
     with torch.autocast("cpu", torch.bfloat16):
-        assert fast._gemm_path(torch.randn(2, 256, 6, 6))
+        fast = FastConv3x3(256, 8)
+        assert fast._gemm_path(torch.randn(500, 256, 3, 3))
+        assert fast._gemm_path(torch.randn(300, 256, 3, 3))  # timed at batch 128 for both
+        assert fast._gemm_path(torch.randn(2, 256, 5, 5))
+    assert fake_probe["calls"] == [(128, 256, 8, 3, 3), (2, 256, 8, 5, 5)]
+    fastconv._gemm_wgrad_pays.cache_clear()  # a new process: the answers come from disk
+    fake_probe["ratio"] = 0.5
+    assert gemm_wgrad_pays(500, 256, 8, 3, 3) and len(fake_probe["calls"]) == 2
+    cached = json.loads((tmp_path / "bf16-probe.json").read_text())
+    assert sorted(k.split("|wgrad-im2col|")[1] for k in cached) == ["128x256x8x3x3",
+                                                                     "2x256x8x5x5"]
+
+
+def test_no_probe_inside_a_flop_counter(fake_probe):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    fast = FastConv3x3(256, 8)
+    with FlopCounterMode(display=False), torch.autocast("cpu", torch.bfloat16):
+        assert not fast._gemm_path(torch.randn(2, 256, 3, 3))
+    assert fake_probe["calls"] == []
+
+
+def test_the_real_probe_times_both_ways():
+    ratio = fastconv.time_wgrad_ratio(2, 128, 8, 3, 3)
+    assert 0.0 < ratio < float("inf")
 
 
 def test_profile_counts_it_as_a_convolution():

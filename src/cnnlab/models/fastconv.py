@@ -24,9 +24,17 @@ output gradient, ``dW = Gᵀ · cols``, a single large GEMM:
 (7×7: 88 against 84 ms until the GEMM got Gᵀ as a contiguous copy; batch 500: 42–48 against
 36 ms. 64 → 256 on 15×15 at batch 500: 20 against 41 ms.)
 
-In fp32 oneDNN's own kernel is as fast or faster (3×3 maps: 41 against 43 ms), and the table was
-measured on AMX only, so :class:`FastConv3x3` takes the GEMM path exactly where it was measured
-to win — bf16, a CPU with AMX, ≥ 128 input channels, maps of at most 49 pixels — and is a plain
+In fp32 oneDNN's own kernel is as fast or faster (3×3 maps: 41 against 43 ms), so the GEMM path
+is for bf16 only, ≥ 128 input channels and maps of at most 49 pixels — and within those, where
+it is *measured* to win on this CPU. The table above is an AMX Xeon's; which kernel wins
+elsewhere no flag predicts. The same Xeon capped to AVX-512 BF16 without AMX (batch 500,
+heap memory; input and weight gradient together): 3×3 maps 49 against 46 ms, the GEMM ahead;
+6×6 188 against 217 and 7×7 270 against 282 ms, oneDNN ahead. And a Zen 5 runs bf16 matmuls
+~1.8× faster than its bf16 convolutions (GUIDE §5: 700 against 380 GFLOP/s), where the
+capped Xeon ran the two alike (168 against 171). So :func:`gemm_wgrad_pays` times both ways
+once per layer shape on random tensors (batch ≤ 128: the winner was the same as at 500 for
+every shape above), and the answer is cached on disk per CPU beside the bf16 probe
+(perf/hardware.py): ~0.1–0.6 s per shape, once per machine. :class:`FastConv3x3` is a plain
 ``nn.Conv2d`` everywhere else (and in the forward pass, and for the input gradient, always).
 The result is the same weight gradient up to bf16 rounding (relative difference ~0.4 %, the
 size of one bf16 ulp).
@@ -34,15 +42,22 @@ size of one bf16 ulp).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from functools import cache
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
-from ..perf.hardware import has_amx_bf16
+from ..perf.hardware import cached_measurement
 from .winograd import compute_dtype, use_winograd, winograd_conv3x3
 
 MAX_PIXELS = 49  # maps of up to 7×7: the GEMM won from 7×7 down (8×8 and up: not measured)
 MIN_IN_CHANNELS = 128  # 64-channel inputs: oneDNN's kernel won (33 against 47 ms)
+PROBE_BATCH = 128  # gemm_wgrad_pays times at most this batch: the same winner, a quarter the time
+MIN_GAIN = 1.05  # ...and takes the GEMM only 5 % ahead: nearer, the two are alike within noise
 
 
 def weight_grad_im2col(grad_out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -63,6 +78,52 @@ def weight_grad_im2col(grad_out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     # × 2,304), for a copy of the small operand
     g_t = grad_out.permute(1, 0, 2, 3).reshape(co, n * h * w)
     return (g_t @ cols).view(co, 3, 3, ci).permute(0, 3, 1, 2)
+
+
+def _best_ms(fn: Callable[[], object], repeats: int = 3) -> float:
+    fn()  # warm-up: oneDNN builds its kernel for the shape on the first call
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best * 1e3
+
+
+def time_wgrad_ratio(n: int, ci: int, co: int, h: int, w: int) -> float:
+    """oneDNN's time over the im2col path's for one bf16 backward pass (input and weight
+    gradients) of a 3×3 conv of this shape, channels-last, on random tensors: > 1 where the
+    GEMM path is faster."""
+    with torch.no_grad(), torch.autocast("cpu", enabled=False):
+        gen = torch.Generator().manual_seed(0)
+
+        def rand(*shape: int) -> torch.Tensor:
+            return torch.randn(*shape, generator=gen).to(torch.bfloat16,
+                                                         memory_format=torch.channels_last)
+
+        x, weight, g = rand(n, ci, h, w), rand(co, ci, 3, 3), rand(n, co, h, w)
+
+        def backward(mask: list[bool]) -> tuple:
+            return torch.ops.aten.convolution_backward(g, x, weight, None, [1, 1], [1, 1],
+                                                       [1, 1], False, [0, 0], 1, mask)
+
+        onednn = _best_ms(lambda: backward([True, True, False]))
+        gemm = _best_ms(lambda: (backward([True, False, False]), weight_grad_im2col(g, x)))
+    return onednn / gemm
+
+
+@cache
+def _gemm_wgrad_pays(n: int, ci: int, co: int, h: int, w: int) -> bool:
+    ratio = cached_measurement(f"wgrad-im2col|{n}x{ci}x{co}x{h}x{w}",
+                               lambda: time_wgrad_ratio(n, ci, co, h, w))
+    return ratio > MIN_GAIN
+
+
+def gemm_wgrad_pays(n: int, ci: int, co: int, h: int, w: int) -> bool:
+    """Whether the im2col weight gradient beat oneDNN's by ``MIN_GAIN`` on this CPU for a
+    bf16 3×3 conv of this shape (the batch capped at ``PROBE_BATCH``): measured by
+    :func:`time_wgrad_ratio` on first use, then cached in memory and on disk."""
+    return _gemm_wgrad_pays(min(n, PROBE_BATCH), ci, co, h, w)
 
 
 class _Conv3x3SmallMap(torch.autograd.Function):
@@ -92,7 +153,7 @@ class FastConv3x3(nn.Conv2d):
     maps (see the module docstring for when, and why), and in fp32 through Winograd's
     F(4×4, 3×3) where that wins (models/winograd.py). Same parameters, same state dict."""
 
-    use_gemm_wgrad: bool | None = None  # None: decide from the CPU (AMX) on first use
+    use_gemm_wgrad: bool | None = None  # None: per layer shape, as measured on this CPU
     profile_type = "Conv2d"  # `cnnlab profile` groups it with the convolutions it is
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
@@ -104,9 +165,12 @@ class FastConv3x3(nn.Conv2d):
                 and x.shape[-2] * x.shape[-1] <= MAX_PIXELS
                 and compute_dtype(x) == torch.bfloat16):
             return False
-        if FastConv3x3.use_gemm_wgrad is None:
-            FastConv3x3.use_gemm_wgrad = has_amx_bf16()
-        return FastConv3x3.use_gemm_wgrad
+        if FastConv3x3.use_gemm_wgrad is not None:
+            return FastConv3x3.use_gemm_wgrad
+        if torch.compiler.is_compiling() or is_in_torch_dispatch_mode():
+            return False  # no timing inside a trace or under a FLOP counter / profiler mode
+        n, _, h, w = x.shape
+        return gemm_wgrad_pays(n, self.in_channels, self.out_channels, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if use_winograd(x, self.in_channels, self.out_channels):

@@ -21,6 +21,7 @@ import os
 import platform
 import time
 import warnings
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -147,6 +148,7 @@ def machine_info() -> dict:
 
 
 def _probe_file() -> Path:
+    # named for its first probe; it holds every cached_measurement (bf16, weight gradients)
     root = Path(os.environ.get("CNNLAB_DATA") or Path.home() / ".cache" / "cnnlab")
     return root / "bf16-probe.json"
 
@@ -164,30 +166,48 @@ def _time_conv_step(dtype_bf16: bool) -> float:
     return best
 
 
-@lru_cache(maxsize=1)
-def bf16_speedup() -> float:
-    """fp32 time / bf16 time of a conv training step on this CPU (cached on disk)."""
+def _machine_key() -> str:
     # the model name alone is generic on virtual machines: the AMX flag tells two Xeons apart
     cap = isa_cap()
-    key = (f"{cpu_model_name()}|amx={has_amx_bf16()}|{torch.__version__}|"
-           f"{torch.get_num_threads()}" + (f"|{cap}" if cap else ""))
+    return (f"{cpu_model_name()}|amx={has_amx_bf16()}|{torch.__version__}|"
+            f"{torch.get_num_threads()}" + (f"|{cap}" if cap else ""))
+
+
+def cached_measurement(name: str, measure: Callable[[], float]) -> float:
+    """``measure()``, once per machine: the figure is cached on disk under this CPU's key
+    (model name, AMX flag, torch version, threads, instruction-set cap) plus ``name``.
+
+    For probes that decide which kernel runs: which one is faster differs between our CPU kinds
+    in ways no flag predicts, so it is measured where it runs, once, rather than assumed."""
+    key = _machine_key() + (f"|{name}" if name else "")
     path = _probe_file()
+
+    def read() -> dict:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    cached = read()
+    if key in cached:
+        return float(cached[key])
+    value = float(measure())
     try:
-        cached = json.loads(path.read_text())
-        if key in cached:
-            return float(cached[key])
-    except (OSError, ValueError):
-        cached = {}
-    speedup = _time_conv_step(False) / _time_conv_step(True)
-    try:
+        cached = read()  # another process may have added entries while this one measured
+        cached[key] = value
         path.parent.mkdir(parents=True, exist_ok=True)
-        cached[key] = speedup
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(cached, indent=1))
         os.replace(tmp, path)
     except OSError:
-        pass
-    return speedup
+        pass  # a read-only cache folder: measured again next time
+    return value
+
+
+@lru_cache(maxsize=1)
+def bf16_speedup() -> float:
+    """fp32 time / bf16 time of a conv training step on this CPU (cached on disk)."""
+    return cached_measurement("", lambda: _time_conv_step(False) / _time_conv_step(True))
 
 
 def choose_precision(requested: str) -> str:

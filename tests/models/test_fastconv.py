@@ -138,3 +138,58 @@ def test_profile_counts_it_as_a_convolution():
     convs = [t for t in report["by_type"] if t["type"] == "Conv2d"]
     assert len(convs) == 1 and convs[0]["count"] == 7  # the whitening conv + six FastConv3x3
     assert not any(t["type"] == "FastConv3x3" for t in report["by_type"])
+
+
+def test_residual_nets_get_it_at_stride_1_with_the_plain_state_dict():
+    from cnnlab.models import create_model
+    from cnnlab.models.fastconv import conv3x3
+
+    assert type(conv3x3(64, 64)) is FastConv3x3
+    assert type(conv3x3(64, 128, 2)) is nn.Conv2d  # strided: oneDNN's, as before
+    for name, kw in [("resnet18", dict(stem="cifar")), ("preact-resnet18", {}),
+                     ("wrn-16-4", {})]:
+        model = create_model(name, num_classes=10, in_chans=3, input_size=(32, 32), **kw)
+        fast = [m for m in model.modules() if type(m) is FastConv3x3]
+        assert len(fast) >= 10, name
+        assert all(m.stride == (1, 1) and m.kernel_size == (3, 3) for m in fast)
+        plain = {k: v.shape for k, v in model.state_dict().items()}
+        for m in fast:
+            m.__class__ = nn.Conv2d
+        assert {k: v.shape for k, v in model.state_dict().items()} == plain  # same checkpoint
+
+
+def test_resnet18_trains_the_same_through_winograd_in_fp32():
+    """fp32 on a CPU: its wide convs run Winograd F(4×4, 3×3); logits and gradients equal the
+    plain-conv model's to fp32 rounding."""
+    from cnnlab.models import create_model
+    from cnnlab.models.winograd import kernels
+
+    if kernels() is None:
+        pytest.skip("no C compiler: the Winograd kernels could not be built")
+    torch.manual_seed(0)
+    fast = create_model("resnet18", num_classes=10, in_chans=3, input_size=(32, 32),
+                        stem="cifar").train()
+    plain = create_model("resnet18", num_classes=10, in_chans=3, input_size=(32, 32),
+                         stem="cifar").train()
+    plain.load_state_dict(fast.state_dict())
+    for m in plain.modules():
+        if type(m) is FastConv3x3:
+            m.__class__ = nn.Conv2d
+    x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 3, 5, 9])
+    out = []
+    for model in (fast, plain):
+        logits = model(x)
+        F.cross_entropy(logits, y).backward()
+        out.append((logits, {n: p.grad for n, p in model.named_parameters()}))
+    torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-4, atol=1e-4)
+    for name, g in out[1][1].items():  # through 18 layers of batch-4 BN: compare as vectors
+        assert (out[0][1][name] - g).norm() <= 1e-3 * g.norm(), name
+
+
+def test_binarize_reaches_its_convs():
+    from cnnlab.models import create_model
+    from cnnlab.models.binary import BinaryConv2d, binarize
+
+    model = binarize(create_model("resnet20", num_classes=10, in_chans=3, input_size=(32, 32)))
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert sum(isinstance(m, BinaryConv2d) for m in convs) == len(convs) - 1  # all but the first

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from .fastconv import FastConv3x3
 
 BINARY_KINDS = ("bnn", "xnor")
 
@@ -183,7 +184,7 @@ def binarize(model: nn.Module, kind: str | bool = "bnn") -> nn.Module:
         raise ModelError(f"binary must be one of {', '.join(BINARY_KINDS)} (or true), got "
                          f"'{kind}'")
     names = [n for n, m in model.named_modules()
-             if type(m) in (nn.Conv2d, nn.Linear) and n != ""]
+             if type(m) in (nn.Conv2d, FastConv3x3, nn.Linear) and n != ""]
     convs = [n for n in names if isinstance(model.get_submodule(n), nn.Conv2d)]
     lins = [n for n in names if isinstance(model.get_submodule(n), nn.Linear)]
     keep = {convs[0]} if convs else set()

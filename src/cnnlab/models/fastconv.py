@@ -180,3 +180,16 @@ class FastConv3x3(nn.Conv2d):
         with torch.autocast("cpu", enabled=False):  # cast as autocast would, then run ours
             return _Conv3x3SmallMap.apply(x.to(torch.bfloat16),
                                           self.weight.to(torch.bfloat16))
+
+
+def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    """A 3×3 conv with padding 1 and no bias, as residual nets use it: a :class:`FastConv3x3`
+    at stride 1 (the same layer and state dict, trained faster), a plain ``nn.Conv2d`` else.
+    Measured, a training step of CIFAR-size resnet18 at batch 128, the two alternated in one
+    process: bf16 on an AMX Xeon 728 → 641 ms (the small-map weight gradients), fp32 on the
+    same Xeon capped to AVX2 (a Zen 3's kernels) 2,468 → 1,806 ms (Winograd), capped to
+    AVX-512 without AMX 1,760 → 1,340 ms in fp32 and 2,254 → 2,248 ms in bf16; resnet20
+    (16–64 channels: neither path applies) 120 ms either way."""
+    if stride == 1:
+        return FastConv3x3(cin, cout)
+    return nn.Conv2d(cin, cout, 3, stride, 1, bias=False)

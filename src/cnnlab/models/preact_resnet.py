@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from .base import CnnlabModel, FeatureInfo, he_init
+from .fastconv import conv3x3
 from .registry import register_model
 
 
@@ -43,10 +44,10 @@ class PreActBlock(nn.Module):
         super().__init__()
         cout = width * self.expansion
         self.preact = bn_relu(cin)
-        self.conv1 = nn.Conv2d(cin, width, 3, stride, 1, bias=False)
+        self.conv1 = conv3x3(cin, width, stride)
         self.conv2 = nn.Sequential(bn_relu(width),
                                    nn.Dropout(dropout) if dropout else nn.Identity(),
-                                   nn.Conv2d(width, cout, 3, 1, 1, bias=False))
+                                   conv3x3(width, cout))
         self.shortcut = (nn.Conv2d(cin, cout, 1, stride, bias=False)
                          if stride != 1 or cin != cout else None)
 
@@ -67,8 +68,7 @@ class PreActBottleneck(nn.Module):
         cout = width * self.expansion
         self.preact = bn_relu(cin)
         self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
-        self.conv2 = nn.Sequential(bn_relu(width),
-                                   nn.Conv2d(width, width, 3, stride, 1, bias=False))
+        self.conv2 = nn.Sequential(bn_relu(width), conv3x3(width, width, stride))
         self.conv3 = nn.Sequential(bn_relu(width), nn.Conv2d(width, cout, 1, bias=False))
         self.shortcut = (nn.Conv2d(cin, cout, 1, stride, bias=False)
                          if stride != 1 or cin != cout else None)

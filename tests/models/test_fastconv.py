@@ -140,17 +140,20 @@ def test_profile_counts_it_as_a_convolution():
     assert not any(t["type"] == "FastConv3x3" for t in report["by_type"])
 
 
-def test_residual_nets_get_it_at_stride_1_with_the_plain_state_dict():
+def test_residual_and_vgg_nets_get_it_at_stride_1_with_the_plain_state_dict():
     from cnnlab.models import create_model
     from cnnlab.models.fastconv import conv3x3
 
-    assert type(conv3x3(64, 64)) is FastConv3x3
-    assert type(conv3x3(64, 128, 2)) is nn.Conv2d  # strided: oneDNN's, as before
-    for name, kw in [("resnet18", dict(stem="cifar")), ("preact-resnet18", {}),
-                     ("wrn-16-4", {})]:
+    assert type(conv3x3(128, 128)) is FastConv3x3
+    assert type(conv3x3(64, 256)) is FastConv3x3  # Winograd's channel product
+    assert type(conv3x3(128, 8)) is FastConv3x3  # the GEMM weight gradient's input width
+    assert type(conv3x3(64, 64)) is nn.Conv2d  # neither path could apply: no checks per call
+    assert type(conv3x3(256, 256, 2)) is nn.Conv2d  # strided: oneDNN's, as before
+    for name, kw, n_fast in [("resnet18", dict(stem="cifar"), 9), ("preact-resnet18", {}, 9),
+                             ("wrn-16-4", {}, 6), ("vgg-small", {}, 2), ("vgg16-bn", {}, 10)]:
         model = create_model(name, num_classes=10, in_chans=3, input_size=(32, 32), **kw)
         fast = [m for m in model.modules() if type(m) is FastConv3x3]
-        assert len(fast) >= 10, name
+        assert len(fast) >= n_fast, (name, len(fast))
         assert all(m.stride == (1, 1) and m.kernel_size == (3, 3) for m in fast)
         plain = {k: v.shape for k, v in model.state_dict().items()}
         for m in fast:

@@ -52,7 +52,7 @@ from torch import nn
 from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 from ..perf.hardware import cached_measurement
-from .winograd import compute_dtype, use_winograd, winograd_conv3x3
+from .winograd import MIN_CHANNEL_PRODUCT, compute_dtype, use_winograd, winograd_conv3x3
 
 MAX_PIXELS = 49  # maps of up to 7×7: the GEMM won from 7×7 down (8×8 and up: not measured)
 MIN_IN_CHANNELS = 128  # 64-channel inputs: oneDNN's kernel won (33 against 47 ms)
@@ -184,12 +184,21 @@ class FastConv3x3(nn.Conv2d):
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     """A 3×3 conv with padding 1 and no bias, as residual nets use it: a :class:`FastConv3x3`
-    at stride 1 (the same layer and state dict, trained faster), a plain ``nn.Conv2d`` else.
+    at stride 1 where it can be faster (the same layer and state dict), a plain ``nn.Conv2d``
+    else.
     Measured, a training step of CIFAR-size resnet18 at batch 128, the two alternated in one
     process: bf16 on an AMX Xeon 728 → 641 ms (the small-map weight gradients), fp32 on the
     same Xeon capped to AVX2 (a Zen 3's kernels) 2,468 → 1,806 ms (Winograd), capped to
-    AVX-512 without AMX 1,760 → 1,340 ms in fp32 and 2,254 → 2,248 ms in bf16; resnet20
+    AVX-512 without AMX 1,760 → 1,340 ms in fp32 and 2,254 → 2,248 ms in bf16; vgg-small
+    (batch 256) 111 → 107 ms in bf16 on AMX, 324 → 281 ms in fp32 capped to AVX2; resnet20
     (16–64 channels: neither path applies) 120 ms either way."""
-    if stride == 1:
+    if stride == 1 and can_be_fast(cin, cout):
         return FastConv3x3(cin, cout)
     return nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+
+
+def can_be_fast(cin: int, cout: int) -> bool:
+    """Whether either of :class:`FastConv3x3`'s paths can ever apply to a layer this wide (else
+    a plain conv does the same without its per-call checks): Winograd's channel product, or
+    the GEMM weight gradient's input width."""
+    return cin * cout >= MIN_CHANNEL_PRODUCT or cin >= MIN_IN_CHANNELS

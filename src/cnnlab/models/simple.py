@@ -16,13 +16,16 @@ from __future__ import annotations
 from torch import nn
 
 from .base import CnnlabModel, FeatureInfo, he_init
+from .fastconv import conv3x3
 from .registry import register_model
 
 
 def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1,
                  bn: bool = True) -> nn.Sequential:
-    pad = k // 2
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, pad, bias=not bn)]
+    # with BN after it a 3×3 conv needs no bias: then conv3x3's, which trains faster on a CPU
+    conv = (conv3x3(cin, cout, stride) if k == 3 and bn
+            else nn.Conv2d(cin, cout, k, stride, k // 2, bias=not bn))
+    layers: list[nn.Module] = [conv]
     if bn:
         layers.append(nn.BatchNorm2d(cout))
     layers.append(nn.ReLU(inplace=True))

@@ -24,6 +24,7 @@ from torch.nn.modules.utils import _pair
 
 from .alexnet import paper_lrn
 from .base import CnnlabModel, FeatureInfo, he_init
+from .fastconv import conv3x3
 from .registry import register_model
 
 # Table 1. An int is conv3-<channels>; (1, c) is conv1-<c> (config C); "M" max-pool 2×2/2;
@@ -65,7 +66,8 @@ class VGG(CnnlabModel):
                 layers.append(paper_lrn())
             else:
                 k, cout = item if isinstance(item, tuple) else (3, item)
-                layers.append(nn.Conv2d(cin, cout, k, padding=k // 2, bias=not batch_norm))
+                layers.append(conv3x3(cin, cout) if k == 3 and batch_norm  # no bias: BN's
+                              else nn.Conv2d(cin, cout, k, padding=k // 2, bias=not batch_norm))
                 if batch_norm:
                     layers.append(nn.BatchNorm2d(cout))
                 layers.append(nn.ReLU(inplace=True))

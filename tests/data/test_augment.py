@@ -177,6 +177,8 @@ def test_pipeline_and_parsing():
         build_augment(["flp"])
     with pytest.raises(ConfigError, match="bad arguments"):
         build_augment(["cutout:1,2,3"])
+    with pytest.raises(ConfigError, match=r"'jitter:x': jitter takes \(brightness, contrast\)"):
+        build_augment(["jitter:x"])
     with pytest.raises(ConfigError, match="fill must be zero or reflect"):
         build_augment(["translate:2,wrap"])
     assert set(OPS) >= {"crop", "flip", "translate", "affine", "color", "cutout"}

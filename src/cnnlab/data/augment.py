@@ -238,8 +238,12 @@ def build_augment(specs: Sequence[str] | str | None) -> Op | None:
         values = [int(a) if isinstance(a, float) and a.is_integer() else a for a in args]
         try:
             ops.append(OPS[name](*values))
-        except TypeError as exc:
-            raise ConfigError(f"bad arguments for augmentation '{spec}': {exc}") from exc
+        except TypeError as exc:  # too many arguments, or a word where a number goes
+            import inspect
+
+            params = ", ".join(inspect.signature(OPS[name]).parameters)
+            raise ConfigError(f"bad arguments for augmentation '{spec}': {name} takes "
+                              f"({params}); {exc}") from exc
 
     def pipeline(x: torch.Tensor, gen: torch.Generator, idx: torch.Tensor | None = None,
                  epoch: int = 0) -> torch.Tensor:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from .memory import allocator_state
 
 
@@ -192,14 +192,14 @@ def cached_measurement(name: str, measure: Callable[[], float]) -> float:
     if key in cached:
         return float(cached[key])
     value = float(measure())
+    from ..train.checkpoint import write_json  # here: train imports models, which import this
+
     try:
         cached = read()  # another process may have added entries while this one measured
         cached[key] = value
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cached, indent=1))
-        os.replace(tmp, path)
-    except OSError:
+        write_json(path, cached)  # temp file + rename: never a half-written cache
+    except (OSError, CheckpointError):
         pass  # a read-only cache folder: measured again next time
     return value
 

@@ -42,8 +42,6 @@ size of one bf16 ulp).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from functools import cache
 
 import torch
@@ -51,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
-from ..perf.hardware import cached_measurement
+from ..perf.hardware import best_seconds, cached_measurement
 from .winograd import MIN_CHANNEL_PRODUCT, compute_dtype, use_winograd, winograd_conv3x3
 
 MAX_PIXELS = 49  # maps of up to 7×7: the GEMM won from 7×7 down (8×8 and up: not measured)
@@ -80,16 +78,6 @@ def weight_grad_im2col(grad_out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (g_t @ cols).view(co, 3, 3, ci).permute(0, 3, 1, 2)
 
 
-def _best_ms(fn: Callable[[], object], repeats: int = 3) -> float:
-    fn()  # warm-up: oneDNN builds its kernel for the shape on the first call
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best * 1e3
-
-
 def time_wgrad_ratio(n: int, ci: int, co: int, h: int, w: int) -> float:
     """oneDNN's time over the im2col path's for one bf16 backward pass (input and weight
     gradients) of a 3×3 conv of this shape, channels-last, on random tensors: > 1 where the
@@ -107,8 +95,9 @@ def time_wgrad_ratio(n: int, ci: int, co: int, h: int, w: int) -> float:
             return torch.ops.aten.convolution_backward(g, x, weight, None, [1, 1], [1, 1],
                                                        [1, 1], False, [0, 0], 1, mask)
 
-        onednn = _best_ms(lambda: backward([True, True, False]))
-        gemm = _best_ms(lambda: (backward([True, False, False]), weight_grad_im2col(g, x)))
+        onednn = best_seconds(lambda: backward([True, True, False]), 3)
+        gemm = best_seconds(lambda: (backward([True, False, False]),
+                                     weight_grad_im2col(g, x)), 3)
     return onednn / gemm
 
 

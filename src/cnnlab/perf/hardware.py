@@ -153,17 +153,29 @@ def _probe_file() -> Path:
     return root / "bf16-probe.json"
 
 
+def best_seconds(fn: Callable[[], object], repeats: int, warmup: bool = True) -> float:
+    """The shortest of ``repeats`` timed calls of ``fn`` (after one untimed call if
+    ``warmup``: oneDNN builds its kernel for a shape on the first call)."""
+    if warmup:
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def _time_conv_step(dtype_bf16: bool) -> float:
     conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(memory_format=torch.channels_last)
     x = torch.randn(64, 64, 32, 32).to(memory_format=torch.channels_last)
-    best = float("inf")
-    for _ in range(4):
-        t0 = time.perf_counter()
+
+    def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype_bf16):
             y = conv(x)
         y.float().sum().backward()
-        best = min(best, time.perf_counter() - t0)
-    return best
+
+    return best_seconds(step, 4, warmup=False)
 
 
 def _machine_key() -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cnnlab.perf.infer import bench_infer  # noqa: E402
+from cnnlab.perf.memory import tune_allocator  # noqa: E402
 from common import add_tag_argument, save_result, tagged, write_results_md  # noqa: E402
 
 
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true")
     add_tag_argument(parser)
     args = parser.parse_args()
+    tune_allocator()  # as `cnnlab bench-infer` runs (cli/__init__.py)
     res = bench_infer(args.run, batch_sizes=[1, 64], n=32 if args.smoke else args.n,
                       compile_timeout=0 if args.smoke else 300,
                       budget_s=0.2 if args.smoke else 3.0)

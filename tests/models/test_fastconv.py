@@ -9,7 +9,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.models import fastconv
-from cnnlab.models.fastconv import FastConv3x3, gemm_wgrad_pays, weight_grad_im2col
+from cnnlab.models.fastconv import (
+    FastConv3x3,
+    gemm_wgrad_pays,
+    weight_grad_im2col,
+    with_plain_convs,
+)
 
 
 @pytest.fixture
@@ -155,38 +160,49 @@ def test_residual_and_vgg_nets_get_it_at_stride_1_with_the_plain_state_dict():
         fast = [m for m in model.modules() if type(m) is FastConv3x3]
         assert len(fast) >= n_fast, (name, len(fast))
         assert all(m.stride == (1, 1) and m.kernel_size == (3, 3) for m in fast)
-        plain = {k: v.shape for k, v in model.state_dict().items()}
-        for m in fast:
-            m.__class__ = nn.Conv2d
-        assert {k: v.shape for k, v in model.state_dict().items()} == plain  # same checkpoint
+        plain = with_plain_convs(model)
+        assert not any(type(m) is FastConv3x3 for m in plain.modules())
+        assert {k: v.shape for k, v in plain.state_dict().items()} == {
+            k: v.shape for k, v in model.state_dict().items()}  # the same checkpoint
 
 
-def test_resnet18_trains_the_same_through_winograd_in_fp32():
+def test_resnet18_trains_the_same_through_winograd_in_fp32(monkeypatch):
     """fp32 on a CPU: its wide convs run Winograd F(4×4, 3×3); logits and gradients equal the
-    plain-conv model's to fp32 rounding."""
-    from cnnlab.models import create_model
+    plain-conv model's to fp32 rounding.
+
+    The bound on gradients is loose on purpose: a Winograd layer rounds ~1e-5 of its output's
+    scale differently from a direct conv (tests/models/test_winograd.py checks each layer
+    against float64 to 2e-5), and where that flips a ReLU or max-pool tie, every gradient
+    below it moves by up to ~1 % of its norm (found for 1 input in 5 at batch 4; a lucky seed
+    gave 1e-5). A wrong kernel is off by O(1)."""
+    from cnnlab.models import create_model, winograd
     from cnnlab.models.winograd import kernels
 
     if kernels() is None:
         pytest.skip("no C compiler: the Winograd kernels could not be built")
+    monkeypatch.setattr(winograd, "MIN_TILES", 1)  # batch 4: the 8×8 and 4×4 layers too
+    calls = []
+    real = winograd._WinogradConv.apply
+    monkeypatch.setattr(winograd._WinogradConv, "apply",
+                        lambda *a: calls.append(a[0].shape) or real(*a))
     torch.manual_seed(0)
     fast = create_model("resnet18", num_classes=10, in_chans=3, input_size=(32, 32),
                         stem="cifar").train()
-    plain = create_model("resnet18", num_classes=10, in_chans=3, input_size=(32, 32),
-                         stem="cifar").train()
-    plain.load_state_dict(fast.state_dict())
-    for m in plain.modules():
-        if type(m) is FastConv3x3:
-            m.__class__ = nn.Conv2d
-    x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 3, 5, 9])
-    out = []
-    for model in (fast, plain):
-        logits = model(x)
-        F.cross_entropy(logits, y).backward()
-        out.append((logits, {n: p.grad for n, p in model.named_parameters()}))
-    torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-4, atol=1e-4)
-    for name, g in out[1][1].items():  # through 18 layers of batch-4 BN: compare as vectors
-        assert (out[0][1][name] - g).norm() <= 1e-3 * g.norm(), name
+    plain = with_plain_convs(fast)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        x, y = torch.rand(4, 3, 32, 32), torch.randint(0, 10, (4,))
+        out = []
+        for model in (fast, plain):
+            model.zero_grad()
+            logits = model(x)
+            F.cross_entropy(logits, y).backward()
+            out.append((logits, {n: p.grad.clone() for n, p in model.named_parameters()}))
+        torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-4, atol=1e-4)
+        for name, g in out[1][1].items():
+            assert (out[0][1][name] - g).norm() <= 2e-2 * g.norm(), (seed, name)
+            assert F.cosine_similarity(out[0][1][name].flatten(), g.flatten(), 0) > 0.9998
+    assert len(calls) == 3 * 9  # every wide stride-1 conv, on every input
 
 
 def test_binarize_reaches_its_convs():
@@ -196,3 +212,33 @@ def test_binarize_reaches_its_convs():
     model = binarize(create_model("resnet20", num_classes=10, in_chans=3, input_size=(32, 32)))
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert sum(isinstance(m, BinaryConv2d) for m in convs) == len(convs) - 1  # all but the first
+
+
+def test_int8_static_quantizes_the_fast_convs_too():
+    """PT2E's x86 quantizer matches convs by their module class: FastConv3x3 layers must reach
+    it as nn.Conv2d (with_plain_convs), or they stay fp32 between quantize/dequantize pairs."""
+    pytest.importorskip("torchao")
+    from cnnlab.models import create_model
+    from cnnlab.perf.infer import int8_static
+
+    torch.manual_seed(0)
+    model = create_model("vgg-small", num_classes=10, in_chans=3, input_size=(32, 32)).eval()
+    assert sum(type(m) is FastConv3x3 for m in model.modules()) == 2
+    x = torch.rand(8, 3, 32, 32)
+    seen = []
+    real = torch.export.export
+
+    def spy(module, *args, **kwargs):
+        seen.append(module)
+        return real(module, *args, **kwargs)
+
+    import cnnlab.perf.infer as infer
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(infer.torch.export, "export", spy)
+        fn, note = int8_static(model, x, x, timeout=300)
+    assert fn is not None, note
+    (exported,) = seen
+    assert not any(type(m) is FastConv3x3 for m in exported.modules())
+    with torch.no_grad():
+        assert (fn(x).argmax(1) == model(x).argmax(1)).float().mean() >= 0.75

@@ -134,3 +134,108 @@ def test_a_capped_run_compiles_into_a_cache_of_its_own(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     assert hardware.separate_compile_cache() is None
     assert hardware.os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path)
+
+
+def _tiny_net():
+    import torch
+
+    from cnnlab.models.fastconv import FastConv3x3
+
+    torch.manual_seed(3)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8),
+                               torch.nn.ReLU(), FastConv3x3(8, 8), torch.nn.Dropout(0.5),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                               torch.nn.Linear(8, 10))
+
+
+def test_auto_times_the_net_itself_where_the_conv_probe_is_not_decisive(fake_cpu, monkeypatch):
+    """Between 1.1x and MODEL_PROBE_BELOW the answer is the net's own step, timed both ways:
+    fp32 has Winograd for wide 3×3 convs, which the 64-channel conv probe never reaches."""
+    net = _tiny_net()
+    seen = []
+
+    def model_probe(model, shape, channels_last=True):
+        seen.append((model, shape, channels_last))
+        return fake_cpu["model"]
+
+    monkeypatch.setattr(hardware, "model_bf16_speedup", model_probe)
+    fake_cpu.update(speedup=1.5, model=0.8)  # bf16 ahead on the conv, behind on the net
+    assert hardware.choose_precision("auto", model=net, input_shape=(500, 3, 8, 8)) == "fp32"
+    assert seen == [(net, (500, 3, 8, 8), True)]
+    fake_cpu["model"] = 1.3
+    assert hardware.choose_precision("auto", net, (500, 3, 8, 8), False) == "bf16"
+    assert hardware.choose_precision("auto") == "bf16"  # no net given: the conv probe's answer
+    assert len(seen) == 2
+    for speedup, expected in ((3.5, "bf16"), (1.05, "fp32")):  # decisive: the net is not timed
+        fake_cpu.update(speedup=speedup, name=f"CPU {speedup}")  # a new probe-cache entry
+        hardware.bf16_speedup.cache_clear()
+        assert hardware.choose_precision("auto", net, (500, 3, 8, 8)) == expected
+    assert len(seen) == 2
+    assert hardware.choose_precision("fp32", net, (500, 3, 8, 8)) == "fp32"
+    assert len(seen) == 2
+
+
+def test_the_net_probe_leaves_model_and_rng_alone_and_is_cached(monkeypatch, tmp_path):
+    import torch
+
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path))
+    monkeypatch.setattr(hardware, "cpu_model_name", lambda: "Test CPU")
+    calls = []
+    real = hardware._time_model_step
+
+    def timed(model, shape, channels_last, bf16):
+        calls.append((shape, bf16))
+        assert model.training
+        return real(model, shape, channels_last, bf16)
+
+    monkeypatch.setattr(hardware, "_time_model_step", timed)
+    net = _tiny_net().eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    torch.manual_seed(11)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(11)
+    ratio = hardware.model_bf16_speedup(net, (500, 3, 12, 12))
+    assert torch.equal(torch.rand(3), expected_draw)  # the run's random stream is untouched
+    assert ratio > 0 and calls == [((64, 3, 12, 12), False), ((64, 3, 12, 12), True)]
+    assert not net.training and all(p.grad is None for p in net.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # BN stats too
+    assert hardware.model_bf16_speedup(net, (500, 3, 12, 12)) == ratio  # cached: not re-timed
+    assert len(calls) == 2
+    hardware.model_bf16_speedup(net, (500, 3, 64, 64))  # another input size: its own entry,
+    assert calls[2:] == [((16, 3, 64, 64), False), ((16, 3, 64, 64), True)]  # fewer images
+    keys = json.loads((tmp_path / "bf16-probe.json").read_text())
+    assert sum("model-step|Sequential|" in k for k in keys) == 2
+
+
+def test_training_with_auto_asks_for_the_net_probe(monkeypatch, tmp_path):
+    import cnnlab
+    from cnnlab.train import loop
+
+    asked = []
+
+    def choose(requested, model=None, input_shape=None, channels_last=True):
+        asked.append((requested, type(model).__name__, input_shape, channels_last))
+        return "fp32"
+
+    monkeypatch.setattr(loop, "choose_precision", choose)
+    result = cnnlab.train(epochs=1, batch_size=32, progress=False, out=str(tmp_path / "run"))
+    assert result.precision == "fp32"
+    assert asked == [("auto", "SimpleCNN", (32, 1, 8, 8), True)]
+
+
+def test_int8_vnni_from_the_flags_and_the_cap(monkeypatch):
+    """Without VNNI (Zen 3) int8 products are summed in saturating int16: the quantizer must
+    then use 7-bit activations (perf/infer.py); an AVX2 cap hides VNNI as it hides bf16."""
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    flags = {"avx2", "avx512_vnni"}
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: set(flags))
+    assert hardware.has_int8_vnni() and hardware.machine_info()["int8_vnni"]
+    flags.discard("avx512_vnni")
+    assert not hardware.has_int8_vnni()  # a Zen 3
+    flags.add("avx_vnni")  # the VEX-encoded form (Alder Lake, Zen 5) counts too
+    assert hardware.has_int8_vnni()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # the Zen 3 emulation
+    assert not hardware.has_int8_vnni()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2_vnni")
+    assert hardware.has_int8_vnni()

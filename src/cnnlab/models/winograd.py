@@ -39,8 +39,10 @@ this path for fp32 layers with ``C_in·C_out ≥ 64·256`` on a CPU, as
 :class:`~cnnlab.models.fastconv.FastConv3x3` (cifar-speednet) asks it to.
 
 Accuracy: the transforms multiply by up to 8 and divide by up to 24, so an output carries a
-few fp32 roundings more than a direct convolution: relative error ~1e-6 against float64
-(tests/models/test_winograd.py), far below what training notices.
+few fp32 roundings more than a direct convolution: the largest error against float64 is
+~1e-5 of the output's largest value (oneDNN's direct fp32 conv: ~2.5e-7; 4 to 64 images,
+64–512 channels, 2×2 to 16×16 maps; tests/models/test_winograd.py bounds it at 2e-5), far
+below bf16's ~4e-3 that training runs with on CPUs that have it.
 
 The tile transforms are plain C (``winograd_kernels.c``), built and cached like the fused
 pool/BN kernels (models/fused.py, which says where and how); the GEMMs are PyTorch's ``bmm``.
@@ -61,6 +63,15 @@ from .fused import load_once
 SOURCE = Path(__file__).with_name("winograd_kernels.c")
 ABI_VERSION = 2
 MIN_CHANNEL_PRODUCT = 64 * 256  # C_in·C_out from which the tables above say it wins
+# N·⌈H/4⌉·⌈W/4⌉ from which it wins when the filters are transformed in the call, as in
+# training: the transform is a fixed cost a few tiles cannot repay. Forward only, fp32,
+# channels-last, 2 threads, AMX Xeon capped to AVX2 (uncapped alike), direct : Winograd time,
+# 256 → 256 on 8×8 maps: 1 image (4 tiles) 0.32, 4 (16 tiles) 0.72, 16 (64) 1.17, 64 (256)
+# 1.65; 512 → 512 on 4×4: 0.11 / 0.31 / 0.52 / 1.36 (1 / 4 / 16 / 64 tiles). With the
+# transformed filters kept (inference, FastConv3x3), no threshold: uncapped, 512 → 512 on 4×4
+# 1.73 / 2.69 / 3.46 (1 / 4 / 16 images), 256 → 256 on 8×8 1.63 / 2.37 / 2.33, 128 → 128 on
+# 16×16 1.71 / 1.59 / 1.68, 64 → 256 on 16×16 2.12 / 1.61 / 1.61.
+MIN_TILES = 64
 
 # G of F(4×4, 3×3), the filter transform; kron(G, G) maps a flattened 3×3 filter to its 36
 # transformed points (Bᵀ and Aᵀ live in the C source)
@@ -92,20 +103,24 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
-def use_winograd(x: torch.Tensor, in_channels: int, out_channels: int) -> bool:
+def use_winograd(x: torch.Tensor, in_channels: int, out_channels: int,
+                 filters_kept: bool = False) -> bool:
     """Whether a 3×3, stride-1, padding-1 conv of ``x`` should run :func:`winograd_conv3x3`:
     fp32 on a CPU (no autocast to another dtype), a 4-d input, wide enough layers, and the
     kernels built. Not while torch.compile/export traces (a ctypes call cannot be traced), nor
     under a dispatch mode such as ``FlopCounterMode``: counted there, a layer's multiply-adds
     are its direct convolution's, the figure papers, ``cnnlab profile`` and
     benchmarks/efficiency.py report (so their GFLOP/s are "effective" ones, as Winograd
-    papers quote them)."""
+    papers quote them). At least ``MIN_TILES`` tiles unless ``filters_kept`` (the caller
+    holds the transformed filters: no transform per call)."""
     if (torch.compiler.is_compiling() or torch.jit.is_tracing() or is_in_torch_dispatch_mode()
             or x.device.type != "cpu" or x.dim() != 4):
         return False
     if x.dtype != torch.float32 or compute_dtype(x) != torch.float32:
         return False
-    return in_channels * out_channels >= MIN_CHANNEL_PRODUCT and kernels() is not None
+    n, _, h, w = x.shape
+    return (in_channels * out_channels >= MIN_CHANNEL_PRODUCT and kernels() is not None
+            and (filters_kept or n * ((h + 3) // 4) * ((w + 3) // 4) >= MIN_TILES))
 
 
 def filter_transform(weight: torch.Tensor) -> torch.Tensor:
@@ -157,7 +172,9 @@ class _WinogradConv(torch.autograd.Function):
         return grad_x, grad_u
 
 
-def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor,
+                     u: torch.Tensor | None = None) -> torch.Tensor:
     """``F.conv2d(x, weight, padding=1)`` (3×3, stride 1, no bias) in F(4×4, 3×3), fp32 on a
-    CPU; the output is channels-last. Callers check :func:`use_winograd` first."""
-    return _WinogradConv.apply(x, filter_transform(weight))
+    CPU; the output is channels-last. Callers check :func:`use_winograd` first. ``u``: the
+    weight's :func:`filter_transform`, where the caller keeps it (inference: the weights stay)."""
+    return _WinogradConv.apply(x, filter_transform(weight) if u is None else u)

@@ -5,7 +5,8 @@ BF16) and bf16 convolutions are 1.5–4× faster there; Zen 3 has AVX2 only and 
 run ~10× *slower* than fp32. Xeons differ too: one with AVX-512 BF16 but no AMX ran bf16
 convolutions no faster than fp32, one with AMX ran the probe's 2.6–2.9× faster. So ``auto`` =
 bf16 only where the hardware has native bf16 *and* a one-off probe (cached per CPU model, AMX
-flag, torch version and threads) shows bf16 training convolutions beating fp32.
+flag, torch version and threads) shows bf16 training convolutions beating fp32 — and, where
+that probe is not decisive, a training step of the net itself (:func:`model_bf16_speedup`).
 
 An instruction-set cap (``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2``) makes an
 AVX-512 machine run the AVX2 kernels a Zen 3 runs: bf16 convolutions then measured 7× slower
@@ -15,8 +16,10 @@ recorded CPU kind, so a capped run never reuses the uncapped answer or passes fo
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import math
 import os
 import platform
 import time
@@ -65,6 +68,21 @@ def has_amx_bf16() -> bool:
 
 # oneDNN ISA names below AVX512_CORE_BF16: capped there, its bf16 kernels are emulated (slow)
 _NO_BF16_ISAS = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
+# ...and below VNNI (int8 dot products into int32)
+_NO_VNNI_ISAS = {"SSE41", "AVX", "AVX2", "AVX512_CORE"}
+
+
+def has_int8_vnni() -> bool:
+    """VNNI (AVX512_VNNI or AVX_VNNI: Zen 4/5, Intel since Cascade Lake): int8 dot products
+    accumulate straight into int32. Without it (Zen 3, AVX2 only) oneDNN's u8×s8 kernels add
+    pairs of products in int16 first, which saturates: vgg-small quantized with 8-bit
+    activations scored 50.6 % instead of 90.3 % on the AMX Xeon capped to AVX2. There a
+    quantized net needs 7-bit activations (``reduce_range``), as PyTorch's x86 quantizer says."""
+    if _onednn_cap() in _NO_VNNI_ISAS:
+        return False  # capped below VNNI: oneDNN runs the AVX2 / AVX-512 kernels without it
+    return bool({"avx512_vnni", "avx_vnni"} & cpu_flags())
 
 
 def _onednn_cap() -> str:
@@ -136,6 +154,7 @@ def machine_info() -> dict:
         "cpu_kind": cpu_kind(),
         "native_bf16": native_bf16(),
         "amx_bf16": has_amx_bf16(),
+        "int8_vnni": has_int8_vnni(),
         "isa_cap": isa_cap(),
         "threads": torch.get_num_threads(),
         "cores": os.cpu_count(),
@@ -222,8 +241,67 @@ def bf16_speedup() -> float:
     return cached_measurement("", lambda: _time_conv_step(False) / _time_conv_step(True))
 
 
-def choose_precision(requested: str) -> str:
-    """Resolve 'auto' | 'fp32' | 'bf16' to 'fp32' or 'bf16' for this machine."""
+# Where the conv probe says bf16 wins by less than this, the net itself is timed both ways
+# (model_bf16_speedup): fp32 has a fast path of its own for wide 3×3 convs (Winograd, up to
+# ~1.8× the direct conv, models/winograd.py) that a 64-channel probe never reaches, so from the
+# probe alone a net can train in the slower precision. Above 3× fp32 cannot catch up; the AMX
+# Xeon's conv probe gives 2.4–2.9×, so there the net is timed (and bf16 kept, 1.8–2.6×).
+MODEL_PROBE_BELOW = 3.0
+# fp32/bf16 on AMX at batch 64 / the training batch: cifar-speednet 2.59 / 2.60 (500),
+# resnet18 2.53 / 2.17 (128), vgg-small 1.88 / 1.80 (256): the same answer, for a fraction
+MODEL_PROBE_BATCH = 64
+MODEL_PROBE_PIXELS = 64 * 32 * 32  # ...and fewer images where they are larger (224²: 8)
+
+
+def _time_model_step(model: torch.nn.Module, shape: tuple[int, ...], channels_last: bool,
+                     bf16: bool) -> float:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=gen)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(x)
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        out.float().logsumexp(1).mean().backward()  # any loss that reaches every logit
+        model.zero_grad(set_to_none=True)
+
+    step()  # first call: oneDNN's kernels, compiled C kernels, FastConv3x3's own probe
+    once = best_seconds(step, 1, warmup=False)
+    return min(once, best_seconds(step, 2, warmup=False)) if once < 2.0 else once
+
+
+def model_bf16_speedup(model: torch.nn.Module, input_shape: tuple[int, ...],
+                       channels_last: bool = True) -> float:
+    """fp32 time / bf16 time of one training step (forward + backward) of a copy of ``model``
+    on random input of ``input_shape`` (batch capped at ``MODEL_PROBE_BATCH``, and for large
+    images at ``MODEL_PROBE_PIXELS`` pixels, at least 8 images); cached on disk per CPU,
+    architecture and input shape. The model and the global RNG are left as they were."""
+    pixels = max(1, math.prod(int(d) for d in input_shape[2:]))
+    batch = min(int(input_shape[0]), MODEL_PROBE_BATCH, max(8, MODEL_PROBE_PIXELS // pixels))
+    shape = (batch, *map(int, input_shape[1:]))
+    arch = hashlib.sha1(f"{model!r}|{shape}|{channels_last}".encode()).hexdigest()[:16]
+
+    def measure() -> float:
+        with torch.random.fork_rng(devices=[]):
+            probe = copy.deepcopy(model).train()
+            fp32 = _time_model_step(probe, shape, channels_last, bf16=False)
+            bf16 = _time_model_step(probe, shape, channels_last, bf16=True)
+        return fp32 / bf16
+
+    return cached_measurement(f"model-step|{type(model).__name__}|{arch}", measure)
+
+
+def choose_precision(requested: str, model: torch.nn.Module | None = None,
+                     input_shape: tuple[int, ...] | None = None,
+                     channels_last: bool = True) -> str:
+    """Resolve 'auto' | 'fp32' | 'bf16' to 'fp32' or 'bf16' for this machine.
+
+    With ``model`` and ``input_shape`` (a training batch's shape), 'auto' where the conv probe
+    is not decisive (bf16 ahead by 1.1–``MODEL_PROBE_BELOW``×) times this net's training step
+    in both precisions and keeps the faster: the measured answer for the net that will train,
+    not for a 64-channel conv."""
     if requested == "fp32":
         return "fp32"
     if requested == "bf16":
@@ -240,4 +318,7 @@ def choose_precision(requested: str) -> str:
         return "bf16" if native_bf16() else "fp32"
     if not native_bf16():
         return "fp32"
-    return "bf16" if bf16_speedup() > 1.1 else "fp32"
+    speedup = bf16_speedup()
+    if model is not None and input_shape is not None and 1.1 < speedup < MODEL_PROBE_BELOW:
+        speedup = model_bf16_speedup(model, input_shape, channels_last)
+    return "bf16" if speedup > 1.1 else "fp32"

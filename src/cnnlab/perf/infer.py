@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 from ..errors import CnnlabError, ConfigError
-from .hardware import machine_info, native_bf16
+from ..models.fastconv import with_plain_convs
+from .hardware import has_int8_vnni, machine_info, native_bf16
 
 
 def _full_batches(x: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -134,13 +135,17 @@ def int8_static(model: nn.Module, calib: torch.Tensor, example: torch.Tensor, ti
         for lg, level in zip(quiet, levels, strict=True):
             lg.setLevel(level)
 
+    vnni = has_int8_vnni()
+
     def build():
         warnings.filterwarnings("ignore", message="To copy construct from a tensor")
         batch = torch.export.Dim("batch", min=1, max=4096)
-        graph = torch.export.export(copy.deepcopy(model).eval(), (example,),
+        graph = torch.export.export(with_plain_convs(model).eval(), (example,),
                                     dynamic_shapes=({0: batch},)).module()
         quantizer = xiq.X86InductorQuantizer()
-        quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
+        # 7-bit activations where int8 products are summed in saturating int16 (no VNNI)
+        quantizer.set_global(xiq.get_default_x86_inductor_quantization_config(
+            reduce_range=not vnni))
         prepared = prepare_pt2e(graph, quantizer)
         for i in range(0, len(calib), 64):  # observers record activation ranges
             prepared(calib[i:i + 64])
@@ -150,7 +155,8 @@ def int8_static(model: nn.Module, calib: torch.Tensor, example: torch.Tensor, ti
     fn, note = _bounded(build, timeout, "quantize + compile")
     if fn is None:
         return None, f"skipped: {note}"
-    return fn, f"PT2E x86-inductor, calibrated on {len(calib)} training images; {note}"
+    bits = "" if vnni else ", 7-bit activations (no VNNI)"
+    return fn, f"PT2E x86-inductor{bits}, calibrated on {len(calib)} training images; {note}"
 
 
 def calibration_images(run: Path, model: nn.Module, n: int = 256) -> tuple[torch.Tensor, str]:

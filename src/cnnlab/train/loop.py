@@ -134,7 +134,6 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(cfg.seed)
-    precision = choose_precision(cfg.precision)
 
     data = load_data(cfg.data, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
                      seed=cfg.seed, image_size=_size(cfg.image_size), channels=cfg.channels,
@@ -156,6 +155,10 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
         ckpt.load_weights_into(model, state["model"], f"{resume}/{ckpt.STATE}")
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    # 'auto' may time this net both ways; not under torchrun, where the ranks share the cores
+    precision = choose_precision(
+        cfg.precision, model=None if info.enabled else model,
+        input_shape=(cfg.batch_size, *data.image_shape), channels_last=cfg.channels_last)
 
     per_rank = cfg.batch_size // info.world_size
     if info.enabled and (per_rank < 1 or cfg.batch_size % info.world_size):

@@ -158,12 +158,18 @@ def test_inference_keeps_the_transformed_filters_until_the_weights_change(monkey
         assert _rel(conv(x), F.conv2d(x, conv.weight, padding=1)) < 1e-5
     assert len(calls) == 3
     assert list(conv.state_dict()) == ["weight"]  # nothing of it in a checkpoint
+    with torch.no_grad():  # the look-ahead average's way: through the state dict, in place
+        conv.state_dict()["weight"].mul_(-0.5)
+        assert _rel(conv(x), F.conv2d(x, conv.weight, padding=1)) < 1e-5
+        conv.to(torch.float64).to(torch.float32)  # a new tensor: never the old address
+        assert _rel(conv(x), F.conv2d(x, conv.weight, padding=1)) < 1e-5
+    assert len(calls) == 5
     xb = torch.randn(16, 64, 5, 5).contiguous(memory_format=CL)  # 64 tiles: trains through it
     conv.train()(xb).sum().backward()
     conv(xb)
-    assert len(calls) == 5 and conv._wino_cache is None  # per call, and no stale copy kept
+    assert len(calls) == 7 and conv._wino_cache is None  # per call, and no stale copy kept
     conv.weight.requires_grad_(False)  # a frozen layer, gradients to its input only
     xg = x.clone().requires_grad_(True)
     conv(xg).sum().backward()
     ref = torch.autograd.grad(F.conv2d(xg, conv.weight, padding=1).sum(), xg)[0]
-    assert _rel(xg.grad, ref) < 1e-5 and len(calls) == 6
+    assert _rel(xg.grad, ref) < 1e-5 and len(calls) == 8

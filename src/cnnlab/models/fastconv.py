@@ -161,13 +161,16 @@ class FastConv3x3(nn.Conv2d):
         optimizer step or load_state_dict bumps it). Inference then skips the transform, a
         fixed cost per call (512 → 512: ~9 ms on 2 cores, as long as the direct conv itself
         on a batch of 64 4×4 maps), and Winograd wins down to batch 1 (winograd.MIN_TILES).
-        Training (a gradient to the weight) transforms every call."""
+        Training (a gradient to the weight) transforms every call. The cache holds the
+        weight's storage too, so no new weight can reuse its address while it is kept (the
+        one change it cannot see is a write through ``weight.data``, which PyTorch's own
+        version checks miss as well)."""
         weight = self.weight
-        key = (weight.data_ptr(), weight._version, weight.dtype)
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.shape)
         cached = getattr(self, "_wino_cache", None)
         if cached is None or cached[0] != key:
             with torch.no_grad():
-                cached = (key, filter_transform(weight).contiguous())
+                cached = (key, filter_transform(weight).contiguous(), weight.detach())
             self._wino_cache = cached
         return cached[1]
 

@@ -164,7 +164,10 @@ def test_auto_times_the_net_itself_where_the_conv_probe_is_not_decisive(fake_cpu
     assert seen == [(net, (500, 3, 8, 8), True)]
     fake_cpu["model"] = 1.3
     assert hardware.choose_precision("auto", net, (500, 3, 8, 8), False) == "bf16"
+    assert hardware.last_auto_choice == {"conv_probe_bf16_speedup": 1.5,
+                                         "net_step_bf16_speedup": 1.3}  # for env.json
     assert hardware.choose_precision("auto") == "bf16"  # no net given: the conv probe's answer
+    assert hardware.last_auto_choice == {"conv_probe_bf16_speedup": 1.5}
     assert len(seen) == 2
     for speedup, expected in ((3.5, "bf16"), (1.05, "fp32")):  # decisive: the net is not timed
         fake_cpu.update(speedup=speedup, name=f"CPU {speedup}")  # a new probe-cache entry
@@ -172,7 +175,7 @@ def test_auto_times_the_net_itself_where_the_conv_probe_is_not_decisive(fake_cpu
         assert hardware.choose_precision("auto", net, (500, 3, 8, 8)) == expected
     assert len(seen) == 2
     assert hardware.choose_precision("fp32", net, (500, 3, 8, 8)) == "fp32"
-    assert len(seen) == 2
+    assert len(seen) == 2 and hardware.last_auto_choice == {}
 
 
 def test_the_net_probe_leaves_model_and_rng_alone_and_is_cached(monkeypatch, tmp_path):
@@ -215,12 +218,20 @@ def test_training_with_auto_asks_for_the_net_probe(monkeypatch, tmp_path):
 
     def choose(requested, model=None, input_shape=None, channels_last=True):
         asked.append((requested, type(model).__name__, input_shape, channels_last))
+        hardware.last_auto_choice.update(conv_probe_bf16_speedup=1.5, net_step_bf16_speedup=0.8)
         return "fp32"
 
     monkeypatch.setattr(loop, "choose_precision", choose)
+    monkeypatch.setattr(loop, "log", lambda line: asked.append(line))
     result = cnnlab.train(epochs=1, batch_size=32, progress=False, out=str(tmp_path / "run"))
     assert result.precision == "fp32"
-    assert asked == [("auto", "SimpleCNN", (32, 1, 8, 8), True)]
+    assert asked[0] == ("auto", "SimpleCNN", (32, 1, 8, 8), True)
+    assert "fp32 (auto: this net's step 0.80x as fast in bf16)" in asked[1]
+    env = json.loads((tmp_path / "run" / "env.json").read_text())
+    assert env["precision_requested"] == "auto" and env["precision"] == "fp32"
+    assert env["precision_evidence"] == {"conv_probe_bf16_speedup": 1.5,
+                                         "net_step_bf16_speedup": 0.8}
+    hardware.last_auto_choice.clear()
 
 
 def test_int8_vnni_from_the_flags_and_the_cap(monkeypatch):

@@ -293,6 +293,11 @@ def model_bf16_speedup(model: torch.nn.Module, input_shape: tuple[int, ...],
     return cached_measurement(f"model-step|{type(model).__name__}|{arch}", measure)
 
 
+# what the latest 'auto' rested on (fp32 time / bf16 time), for a run's env.json: why a CPU
+# with native bf16 trained in fp32, or the other way round
+last_auto_choice: dict[str, float] = {}
+
+
 def choose_precision(requested: str, model: torch.nn.Module | None = None,
                      input_shape: tuple[int, ...] | None = None,
                      channels_last: bool = True) -> str:
@@ -301,7 +306,8 @@ def choose_precision(requested: str, model: torch.nn.Module | None = None,
     With ``model`` and ``input_shape`` (a training batch's shape), 'auto' where the conv probe
     is not decisive (bf16 ahead by 1.1–``MODEL_PROBE_BELOW``×) times this net's training step
     in both precisions and keeps the faster: the measured answer for the net that will train,
-    not for a 64-channel conv."""
+    not for a 64-channel conv. :data:`last_auto_choice` keeps the ratios it decided on."""
+    last_auto_choice.clear()
     if requested == "fp32":
         return "fp32"
     if requested == "bf16":
@@ -319,6 +325,9 @@ def choose_precision(requested: str, model: torch.nn.Module | None = None,
     if not native_bf16():
         return "fp32"
     speedup = bf16_speedup()
+    last_auto_choice["conv_probe_bf16_speedup"] = round(speedup, 3)
     if model is not None and input_shape is not None and 1.1 < speedup < MODEL_PROBE_BELOW:
         speedup = model_bf16_speedup(model, input_shape, channels_last)
+        last_auto_choice["net_step_bf16_speedup"] = round(speedup, 3)
     return "bf16" if speedup > 1.1 else "fp32"
+

@@ -177,6 +177,16 @@ def test_auto_times_the_net_itself_where_the_conv_probe_is_not_decisive(fake_cpu
     assert hardware.choose_precision("fp32", net, (500, 3, 8, 8)) == "fp32"
     assert len(seen) == 2 and hardware.last_auto_choice == {}
 
+    def broken(model, shape, channels_last=True):
+        raise RuntimeError("Expected more than 1 value per channel when training")
+
+    monkeypatch.setattr(hardware, "model_bf16_speedup", broken)
+    fake_cpu.update(speedup=1.5, name="CPU again")
+    hardware.bf16_speedup.cache_clear()
+    with pytest.warns(UserWarning, match="could not time this net .*more than 1 value"):
+        assert hardware.choose_precision("auto", net, (1, 3, 1, 1)) == "bf16"  # the conv probe
+    assert hardware.last_auto_choice == {"conv_probe_bf16_speedup": 1.5}
+
 
 def test_the_net_probe_leaves_model_and_rng_alone_and_is_cached(monkeypatch, tmp_path):
     import torch

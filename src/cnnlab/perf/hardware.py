@@ -327,7 +327,11 @@ def choose_precision(requested: str, model: torch.nn.Module | None = None,
     speedup = bf16_speedup()
     last_auto_choice["conv_probe_bf16_speedup"] = round(speedup, 3)
     if model is not None and input_shape is not None and 1.1 < speedup < MODEL_PROBE_BELOW:
-        speedup = model_bf16_speedup(model, input_shape, channels_last)
-        last_auto_choice["net_step_bf16_speedup"] = round(speedup, 3)
+        try:
+            speedup = model_bf16_speedup(model, input_shape, channels_last)
+        except (RuntimeError, TypeError, ValueError, AttributeError) as exc:  # an optimization
+            warnings.warn(f"precision auto: could not time this net ({str(exc)[:200]}); "
+                          "deciding from the conv probe alone", stacklevel=2)
+        else:
+            last_auto_choice["net_step_bf16_speedup"] = round(speedup, 3)
     return "bf16" if speedup > 1.1 else "fp32"
-

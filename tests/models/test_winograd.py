@@ -67,8 +67,9 @@ def test_filter_gradient_alone_when_the_input_needs_none():
 def test_only_fp32_layers_wide_enough_take_it(monkeypatch):
     x = torch.randn(16, 256, 7, 7).contiguous(memory_format=CL)  # 16 × 2 × 2 = 64 tiles
     assert use_winograd(x, 256, 256) and use_winograd(x, 64, 256)
-    # fewer tiles: only where the caller keeps the transformed filters (inference)
-    assert not use_winograd(x[:15], 256, 256) and use_winograd(x[:1], 256, 256, filters_kept=True)
+    # fewer tiles: only where the caller keeps the transformed filters (inference), from 16
+    assert not use_winograd(x[:15], 256, 256) and use_winograd(x[:4], 256, 256, filters_kept=True)
+    assert not use_winograd(x[:3], 256, 256, filters_kept=True)  # 12 tiles
     assert not use_winograd(x, 64, 64)  # thin layers: the transforms cost more than they save
     assert not use_winograd(x.bfloat16(), 256, 256)
     assert not use_winograd(x.double(), 256, 256)
@@ -142,7 +143,7 @@ def test_inference_keeps_the_transformed_filters_until_the_weights_change(monkey
     monkeypatch.setattr(winograd, "filter_transform", counted)
     torch.manual_seed(0)
     conv = FastConv3x3(64, 256).eval()
-    x = torch.randn(1, 64, 5, 5).contiguous(memory_format=CL)  # 4 tiles: below MIN_TILES
+    x = torch.randn(4, 64, 5, 5).contiguous(memory_format=CL)  # 16 tiles: MIN_TILES_KEPT
     with torch.no_grad():
         y1, y2 = conv(x), conv(x)
     assert len(calls) == 1 and y1.is_contiguous(memory_format=CL)  # the Winograd output

@@ -177,6 +177,23 @@ def test_frozen_compile_and_int8_keep_the_predictions(run_dir):
     assert abs(int8["accuracy_delta"]) <= 3.0
 
 
+def test_bench_infer_shows_the_plain_convs_beside_fastconv(tmp_path):
+    """A net with FastConv3x3 layers (Winograd in fp32 inference) also gets a row with plain
+    nn.Conv2d layers, so the gain of cnnlab's conv is visible; the answers are the same."""
+    import cnnlab
+    from cnnlab.perf.infer import bench_infer
+
+    out = tmp_path / "run"
+    cnnlab.train(model="cifar-speednet", data="digits", channels=3, epochs=1, precision="fp32",
+                 progress=False, out=str(out))
+    res = bench_infer(out, batch_sizes=[1, 16], n=64, compile_timeout=0, budget_s=0.05,
+                      onnx=False, int8=False)
+    rows = {r["runtime"]: r for r in res["rows"]}
+    assert [r["runtime"] for r in res["rows"]][:2] == ["eager fp32", "eager fp32, plain convs"]
+    plain = rows["eager fp32, plain convs"]
+    assert plain["accuracy"] == rows["eager fp32"]["accuracy"] and "Winograd" in plain["note"]
+
+
 def test_int8_static_uses_7_bit_activations_without_vnni(monkeypatch):
     """On a CPU without VNNI (Zen 3) 8-bit activations overflow oneDNN's int16 pair sums
     (vgg-small: 50.6 % instead of 90.3 %, AVX2-capped Xeon); the quantizer is asked for

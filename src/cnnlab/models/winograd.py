@@ -67,11 +67,15 @@ MIN_CHANNEL_PRODUCT = 64 * 256  # C_in·C_out from which the tables above say it
 # training: the transform is a fixed cost a few tiles cannot repay. Forward only, fp32,
 # channels-last, 2 threads, AMX Xeon capped to AVX2 (uncapped alike), direct : Winograd time,
 # 256 → 256 on 8×8 maps: 1 image (4 tiles) 0.32, 4 (16 tiles) 0.72, 16 (64) 1.17, 64 (256)
-# 1.65; 512 → 512 on 4×4: 0.11 / 0.31 / 0.52 / 1.36 (1 / 4 / 16 / 64 tiles). With the
-# transformed filters kept (inference, FastConv3x3), no threshold: uncapped, 512 → 512 on 4×4
-# 1.73 / 2.69 / 3.46 (1 / 4 / 16 images), 256 → 256 on 8×8 1.63 / 2.37 / 2.33, 128 → 128 on
-# 16×16 1.71 / 1.59 / 1.68, 64 → 256 on 16×16 2.12 / 1.61 / 1.61.
+# 1.65; 512 → 512 on 4×4: 0.11 / 0.31 / 0.52 / 1.36 (1 / 4 / 16 / 64 tiles).
 MIN_TILES = 64
+# ...and with the transformed filters kept (inference, FastConv3x3), against a direct conv
+# with channels-last weights too, uncapped: one tile loses (512 → 512 on 4×4 maps 0.88,
+# 256 → 512 0.61, 512 → 512 on 2×2 0.41), four are mixed (512 → 512 on 4×4 2.09, 256 → 256
+# on 8×8 1.07, 128 → 256 on 8×8 0.85), sixteen win everywhere (1.25–3.4). In a whole net the
+# mixed ones lost: vgg-small at batch 1 (its 128 → 128 conv on 8×8 = 4 tiles) ran 0.87× the
+# plain convs' speed from 4 tiles on, 0.98× from 16 (the Python checks of two layers).
+MIN_TILES_KEPT = 16
 
 # G of F(4×4, 3×3), the filter transform; kron(G, G) maps a flattened 3×3 filter to its 36
 # transformed points (Bᵀ and Aᵀ live in the C source)
@@ -111,8 +115,8 @@ def use_winograd(x: torch.Tensor, in_channels: int, out_channels: int,
     under a dispatch mode such as ``FlopCounterMode``: counted there, a layer's multiply-adds
     are its direct convolution's, the figure papers, ``cnnlab profile`` and
     benchmarks/efficiency.py report (so their GFLOP/s are "effective" ones, as Winograd
-    papers quote them). At least ``MIN_TILES`` tiles unless ``filters_kept`` (the caller
-    holds the transformed filters: no transform per call)."""
+    papers quote them). At least ``MIN_TILES`` tiles, or ``MIN_TILES_KEPT`` where
+    ``filters_kept`` (the caller holds the transformed filters: no transform per call)."""
     if (torch.compiler.is_compiling() or torch.jit.is_tracing() or is_in_torch_dispatch_mode()
             or x.device.type != "cpu" or x.dim() != 4):
         return False
@@ -120,7 +124,8 @@ def use_winograd(x: torch.Tensor, in_channels: int, out_channels: int,
         return False
     n, _, h, w = x.shape
     return (in_channels * out_channels >= MIN_CHANNEL_PRODUCT and kernels() is not None
-            and (filters_kept or n * ((h + 3) // 4) * ((w + 3) // 4) >= MIN_TILES))
+            and n * ((h + 3) // 4) * ((w + 3) // 4) >= (MIN_TILES_KEPT if filters_kept
+                                                       else MIN_TILES))
 
 
 def filter_transform(weight: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import CnnlabError, ConfigError
-from ..models.fastconv import with_plain_convs
+from ..models.fastconv import FastConv3x3, with_plain_convs
 from .hardware import has_int8_vnni, machine_info, native_bf16
 
 
@@ -193,6 +193,11 @@ def bench_infer(run_dir: str | Path, *, batch_sizes: list[int] | tuple[int, ...]
 
     runtimes: list[tuple[str, Any, str]] = []
     runtimes.append(("eager fp32", no_grad(model), ""))
+    if any(type(m) is FastConv3x3 for m in model.modules()):
+        plain = with_plain_convs(model)  # what eager fp32 would run without cnnlab's conv
+        runtimes.append(("eager fp32, plain convs", no_grad(plain),
+                         "FastConv3x3 as nn.Conv2d: oneDNN's direct convolution instead of "
+                         "Winograd with the transformed filters kept"))
     cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
     runtimes.append(("channels-last", no_grad(
         lambda xb: cl_model(xb.contiguous(memory_format=torch.channels_last))), ""))
